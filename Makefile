@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both install into .venv when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.effdl-installed
+DEMO_DIR ?= runs/demo
+DEMO_MODEL ?= resnet8
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing effdl into $(VENV) (first run only)..."
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@test -f $(DEMO_DIR)/$(DEMO_MODEL).safetensors || \
+		$(VENV)/bin/effdl zoo train $(DEMO_MODEL) -o $(DEMO_DIR)/$(DEMO_MODEL).safetensors
+	$(VENV)/bin/effdl compress $(DEMO_DIR)/$(DEMO_MODEL).safetensors -r recipes/default.yaml \
+		-o $(DEMO_DIR)/package --force
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

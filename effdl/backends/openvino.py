@@ -1,0 +1,119 @@
+"""OpenVINO backend: ONNX -> OpenVINO IR (xml + bin), compiled for the CPU plugin at load.
+
+OpenVINO runs BF16 by default on CPUs with AMX or AVX-512 BF16. effdl pins
+``INFERENCE_PRECISION_HINT`` to what the variant asks for (f32 unless told otherwise) and records the
+precision the compiled model reports, so a number is never silently BF16.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from effdl.backends.base import Backend, Compiled, TensorSpec, numpy_dtype_name
+
+_HINTS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+
+
+def _shape(partial_shape: Any) -> tuple[int | None, ...]:
+    return tuple(d.get_length() if d.is_static else None for d in partial_shape)
+
+
+class OpenVinoRunner:
+    """A compiled OpenVINO model; one infer request per calling thread, so concurrent calls are safe."""
+
+    def __init__(self, compiled_model: Any, info: dict[str, Any]) -> None:
+        self.compiled_model = compiled_model
+        self.inputs = [
+            TensorSpec(p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape()))
+            for p in compiled_model.inputs
+        ]
+        self.outputs = [
+            TensorSpec(p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape()))
+            for p in compiled_model.outputs
+        ]
+        self.info = info
+        self._local = threading.local()
+        self._n_out = len(self.outputs)
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled_model.create_infer_request()
+        return req
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        req = self._request()
+        req.infer(feeds)
+        return [req.get_output_tensor(i).data.copy() for i in range(self._n_out)]
+
+
+class OpenVinoBackend(Backend):
+    """Intel OpenVINO on CPU (the GPU and NPU plugins work the same way where present)."""
+
+    name: ClassVar[str] = "openvino"
+    module: ClassVar[str] = "openvino"
+    distribution: ClassVar[str] = "openvino"
+    install_hint: ClassVar[str] = "pip install openvino"
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "gpu", "npu")
+
+    def compile(self, onnx_path: Path, out_dir: Path, name: str, options: dict[str, Any]) -> Compiled:
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx_path))
+        xml = out_dir / f"{name}.xml"
+        # compress_to_fp16 defaults to True: that would silently change an FP32 variant's weights.
+        ov.save_model(model, str(xml), compress_to_fp16=bool(options.get("compress_to_fp16", False)))
+        hint = _HINTS.get(str(options.get("inference_precision", "fp32")).lower())
+        if hint is None:
+            from effdl.errors import InputError
+
+            raise InputError(
+                f"openvino: unknown inference_precision {options.get('inference_precision')!r}; "
+                f"known: {', '.join(sorted(_HINTS))}"
+            )
+        return Compiled(
+            [xml.name, xml.with_suffix(".bin").name],
+            {"format": "openvino-ir", "openvino_version": ov.get_version(), "inference_precision": hint},
+        )
+
+    def load(
+        self,
+        root: Path,
+        compiled: Compiled,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> OpenVinoRunner:
+        import openvino as ov
+
+        core = ov.Core()
+        hint = (options or {}).get("inference_precision") or compiled.meta.get("inference_precision", "f32")
+        hint = _HINTS.get(str(hint).lower(), hint)
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+        }
+        ov_device = device.upper()
+        if ov_device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = hint
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+        model = core.read_model(str(root / compiled.files[0]))
+        cm = core.compile_model(model, ov_device, config)
+        try:
+            ran = str(cm.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # property not exposed by every plugin
+            ran = hint
+        info = {
+            "backend": self.name,
+            "version": ov.get_version(),
+            "device": ov_device,
+            "inference_precision": ran,
+            "threads": threads,
+        }
+        return OpenVinoRunner(cm, info)

@@ -74,7 +74,7 @@ def train_entry(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if progress:
             progress(epoch + 1, n_epochs, total / len(order))
     metric = evaluate_torch(model, task)

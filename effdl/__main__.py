@@ -1,0 +1,5 @@
+"""``python -m effdl`` runs the CLI."""
+
+from effdl.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""The ``effdl`` command line (Typer). Each command group lives in its own module under effdl/cli/."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from effdl import __version__
+from effdl.errors import EffdlError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="effdl",
+    help="Compress, compile, verify, benchmark and package trained models for ONNX Runtime, OpenVINO, TensorRT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"effdl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """effdl: efficient deep-learning deployment."""
+
+
+@app.command("backends")
+def backends_cmd() -> None:
+    """List the deployment backends, whether each is available here, and why not."""
+    from rich.table import Table
+
+    from effdl.backends import availability
+
+    table = Table(title="effdl backends on this host")
+    for col in ("backend", "available", "version", "devices", "why not / how to install"):
+        table.add_column(col)
+    for name, a in availability().items():
+        why = "" if a.available else f"{a.reason}. Install: {a.install_hint}"
+        table.add_row(name, "yes" if a.available else "no", a.version or "-", ",".join(a.devices) or "-", why)
+    console.print(table)
+
+
+def _mount() -> None:
+    from effdl.cli import zoo
+
+    app.add_typer(zoo.app, name="zoo")
+
+
+_mount()
+
+
+def main() -> None:
+    """Entry point: runs the app and turns :class:`EffdlError` into one message and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except EffdlError as e:
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -125,7 +125,9 @@ def _load_state(module: Any, state: dict[str, Any], path: Path) -> None:
 
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: not a state_dict of tensors (entry {bad[0]!r} is {type(state[bad[0]]).__name__})")
+        raise CheckpointError(
+            f"{path}: not a state_dict of tensors (entry {bad[0]!r} is {type(state[bad[0]]).__name__})"
+        )
     result = module.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
@@ -151,9 +153,7 @@ def load_checkpoint(
         raise InputError(f"checkpoint is not a file: {path}")
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(
-            f"{path}: unknown checkpoint type {path.suffix!r}; known: {', '.join(sorted(SUFFIXES))}"
-        )
+        raise InputError(f"{path}: unknown checkpoint type {path.suffix!r}; known: {', '.join(sorted(SUFFIXES))}")
     digest = sha256_file(path)
     if fmt == "onnx":
         import onnx
@@ -166,8 +166,16 @@ def load_checkpoint(
         props = {p.key: p.value for p in proto.metadata_props}
         meta = _meta_from(path, props)
         return LoadedModel(
-            "onnx", path, fmt, digest, onnx_path=path, arch=meta.get("arch"), config=meta.get("config", {}),
-            task=task or meta.get("task"), task_options=meta.get("task_options", {}), meta=meta,
+            "onnx",
+            path,
+            fmt,
+            digest,
+            onnx_path=path,
+            arch=meta.get("arch"),
+            config=meta.get("config", {}),
+            task=task or meta.get("task"),
+            task_options=meta.get("task_options", {}),
+            meta=meta,
         )
 
     import torch
@@ -177,12 +185,22 @@ def load_checkpoint(
             extra = {"effdl.json": ""}
             ep = torch.export.load(str(path), extra_files=extra)
         except Exception as e:
-            raise CheckpointError(f"{path}: not a readable torch.export archive ({type(e).__name__}: {str(e)[:200]})") from e
+            raise CheckpointError(
+                f"{path}: not a readable torch.export archive ({type(e).__name__}: {str(e)[:200]})"
+            ) from e
         meta = json.loads(extra["effdl.json"]) if extra.get("effdl.json") else _meta_from(path, None)
         module = ep.module()
         return LoadedModel(
-            "torch", path, fmt, digest, module=module, arch=meta.get("arch"), config=meta.get("config", {}),
-            task=task or meta.get("task"), task_options=meta.get("task_options", {}), meta={**meta, "exported": ep},
+            "torch",
+            path,
+            fmt,
+            digest,
+            module=module,
+            arch=meta.get("arch"),
+            config=meta.get("config", {}),
+            task=task or meta.get("task"),
+            task_options=meta.get("task_options", {}),
+            meta={**meta, "exported": ep},
         )
 
     if fmt == "safetensors":
@@ -200,7 +218,8 @@ def load_checkpoint(
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
             raise CheckpointError(
-                f"{path}: cannot be read as a weights-only state_dict ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                f"{path}: cannot be read as a weights-only state_dict "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                 "effdl never unpickles code from a checkpoint; save `model.state_dict()` or use safetensors",
             ) from e
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -219,8 +238,16 @@ def load_checkpoint(
 
         task_name = get_model_entry(name).task
     return LoadedModel(
-        "torch", path, fmt, digest, module=module, arch=name, config=meta.get("config", {}),
-        task=task_name, task_options=meta.get("task_options", {}), meta=meta,
+        "torch",
+        path,
+        fmt,
+        digest,
+        module=module,
+        arch=name,
+        config=meta.get("config", {}),
+        task=task_name,
+        task_options=meta.get("task_options", {}),
+        meta=meta,
     )
 
 

@@ -28,11 +28,15 @@ class OpenVinoRunner:
     def __init__(self, compiled_model: Any, info: dict[str, Any]) -> None:
         self.compiled_model = compiled_model
         self.inputs = [
-            TensorSpec(p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape()))
+            TensorSpec(
+                p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape())
+            )
             for p in compiled_model.inputs
         ]
         self.outputs = [
-            TensorSpec(p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape()))
+            TensorSpec(
+                p.get_any_name(), numpy_dtype_name(p.get_element_type().get_type_name()), _shape(p.get_partial_shape())
+            )
             for p in compiled_model.outputs
         ]
         self.info = info

@@ -10,7 +10,9 @@ import numpy as np
 NOISY_CV = 0.25  # coefficient of variation above which a run is flagged as noisy
 
 
-def summarize(latencies_s: Sequence[float], *, batch: int = 1, keep_samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    latencies_s: Sequence[float], *, batch: int = 1, keep_samples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Summary of per-query latencies in seconds, reported in milliseconds.
 
     Percentiles use linear interpolation; the 95% confidence interval of the median is a

@@ -42,7 +42,9 @@ def list_cmd(
 @app.command("train")
 def train_cmd(
     name: str = typer.Argument(..., help="Zoo model name (see `effdl zoo list`)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint to write (.safetensors; a .json sidecar is written beside it)."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="Checkpoint to write (.safetensors; a .json sidecar is written beside it)."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the model's default epoch count."),
     seed: int = typer.Option(0, "--seed", help="Random seed (training is reproducible for a given seed)."),
     tiny: bool = typer.Option(False, "--tiny", help="Train the tiny test-size configuration."),
@@ -61,18 +63,40 @@ def train_cmd(
         raise InputError(f"--output must end in .safetensors, got {output.name!r}")
     overrides = dict(entry.tiny) if tiny else {}
     with Progress(
-        TextColumn("[bold]train[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]train[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         bar = progress.add_task(name, total=epochs or entry.train.epochs, loss=float("nan"))
         result = train_entry(
-            entry, overrides=overrides, epochs=epochs, seed=seed,
+            entry,
+            overrides=overrides,
+            epochs=epochs,
+            seed=seed,
             progress=lambda done, total, loss: progress.update(bar, completed=done, total=total, loss=loss),
         )
     save_checkpoint(
-        result.model, output, arch=name, config=result.config, task=entry.task, task_options=entry.task_options,
-        extra={"trained": {"metric": result.task.metric.name, "value": result.metric, "unit": result.task.metric.unit,
-                           "split": "heldout", "epochs": result.epochs, "seed": seed, "seconds": round(result.seconds, 1)}},
+        result.model,
+        output,
+        arch=name,
+        config=result.config,
+        task=entry.task,
+        task_options=entry.task_options,
+        extra={
+            "trained": {
+                "metric": result.task.metric.name,
+                "value": result.metric,
+                "unit": result.task.metric.unit,
+                "split": "heldout",
+                "epochs": result.epochs,
+                "seed": seed,
+                "seconds": round(result.seconds, 1),
+            }
+        },
     )
     console.print(
         f"{name}: held-out {result.task.metric.name} = {result.metric:.2f}{result.task.metric.unit} "

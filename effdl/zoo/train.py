@@ -57,9 +57,7 @@ def train_entry(
     data = task.split("train")
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, -(-len(data) // recipe.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=recipe.lr, total_steps=max(1, n_epochs * steps_per_epoch)
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(1, n_epochs * steps_per_epoch))
     start = time.perf_counter()
     for epoch in range(n_epochs):
         model.train()

@@ -48,7 +48,7 @@ def _torch_fn(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[Calla
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     lm = load_checkpoint(spec["path"], arch=spec.get("arch"), factory=spec.get("factory"), task=spec.get("task"))
-    module = lm.module.eval()
+    module = lm.module  # already in eval mode (a torch.export module has no .eval())
     args = [torch.from_numpy(feeds[n]) for n in spec["input_names"]]
 
     def fn() -> Any:

@@ -54,9 +54,10 @@ def backends_cmd() -> None:
 
 
 def _mount() -> None:
-    from effdl.cli import compress, zoo
+    from effdl.cli import compress, report, zoo
 
     app.command("compress")(compress.compress_cmd)
+    app.command("report")(report.report_cmd)
     app.add_typer(zoo.app, name="zoo")
 
 

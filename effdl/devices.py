@@ -799,28 +799,28 @@ def roofline_efficiency(
 
 
 def summary_rows(profile: DeviceProfile) -> list[dict[str, Any]]:
-    """One row per compute unit, ISA variant and dtype: peak ops/s (None if unknown) and how it was obtained."""
+    """One row per compute unit, ISA variant and dtype: peak ops/s, per core, and how it was obtained.
+
+    ``ops_per_s`` is None when unknown (or for a per-core profile not scaled to a host); ``per_core_ops_per_s``
+    is given for per-core units.
+    """
     rows = []
     for u in profile.units:
-        for dtype, fig in u.peak.items():
+        per_core = u.peak_scope == "per_core"
+        entries: list[tuple[str | None, str, PeakFigure | None, str]] = [(None, d, f, "") for d, f in u.peak.items()]
+        for v in u.variants:
+            entries += [(v.name, d, f, f"needs {', '.join(v.requires_isa)}: ") for d, f in v.peak.items()]
+        for variant, dtype, fig, prefix in entries:
             rows.append(
                 {
                     "unit": u.name,
-                    "variant": None,
+                    "variant": variant,
                     "dtype": dtype,
-                    "ops_per_s": peak_ops(profile, dtype, unit=u.name, variant=None),
-                    "how": None if fig is None else (fig.derived or f"source: {fig.source}"),
+                    "ops_per_s": peak_ops(profile, dtype, unit=u.name, variant=variant),
+                    "per_core_ops_per_s": peak_ops(profile, dtype, unit=u.name, variant=variant, cores=1)
+                    if per_core
+                    else None,
+                    "how": None if fig is None else prefix + (fig.derived or f"source: {fig.source}"),
                 }
             )
-        for v in u.variants:
-            for dtype, fig in v.peak.items():
-                rows.append(
-                    {
-                        "unit": u.name,
-                        "variant": v.name,
-                        "dtype": dtype,
-                        "ops_per_s": peak_ops(profile, dtype, unit=u.name, variant=v.name),
-                        "how": f"needs {', '.join(v.requires_isa)}: " + (fig.derived or f"source: {fig.source}"),
-                    }
-                )
     return rows

@@ -188,14 +188,15 @@ class Match(_Strict):
     gpu_name_regex: str | None = None
 
     def criteria(self) -> int:
+        """Specificity weight: a board or GPU name outranks a CPU model, which outranks ISA flags."""
         return sum(
             [
                 self.architecture is not None,
                 bool(self.isa_all),
                 bool(self.isa_none),
                 2 * (self.cpu_model_regex is not None),
-                3 * (self.board_regex is not None),
-                3 * (self.gpu_name_regex is not None),
+                5 * (self.board_regex is not None),
+                5 * (self.gpu_name_regex is not None),
             ]
         )
 

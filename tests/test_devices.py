@@ -17,7 +17,8 @@ cpu family\t: 6
 model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8480+
 cpu MHz\t\t: 2000.000
-flags\t\t: fpu sse4_2 avx fma f16c avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8 hypervisor
+flags\t\t: fpu sse4_2 avx fma f16c avx2 avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 \
+amx_tile amx_bf16 amx_int8 hypervisor
 
 processor\t: 1
 vendor_id\t: GenuineIntel

@@ -198,7 +198,7 @@ def test_jetson_hwmon_uses_total_rail(tmp_path: Path) -> None:
     r = m.stop()
     assert r.method == "jetson-ina3221" and not r.estimate and r.details["rail"] == "VDD_IN"
     assert r.details["samples"] >= 3
-    assert r.joules == pytest.approx(6.0 * r.seconds, rel=0.02)  # constant 6 W over the interval
+    assert r.joules == pytest.approx(6.0 * r.seconds)  # constant 6 W over exactly the integrated interval
 
 
 def test_jetson_hwmon_sums_rails_without_total(tmp_path: Path) -> None:
@@ -234,10 +234,12 @@ def test_jetson_tegrastats_fallback(tmp_path: Path) -> None:
     m = en.JetsonMeter(tmp_path / "no-hwmon", interval_s=0.01, tegrastats=str(script))
     assert m.available() and m.source == "tegrastats"
     m.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while m._integ.samples < 4 and time.monotonic() < deadline:  # the shell may start slowly on a busy host
+        time.sleep(0.02)
     r = m.stop()
     assert r.details["source"] == "tegrastats" and r.details["rail"] == "VDD_IN"
-    assert r.joules == pytest.approx(4.0 * r.seconds, rel=0.25)  # first line arrives after the process starts
+    assert r.joules == pytest.approx(4.0 * r.seconds)  # constant 4 W, extended back to start and on to stop
     assert not en.JetsonMeter(tmp_path / "no-hwmon", tegrastats=None).available()
 
 
@@ -305,7 +307,10 @@ def test_estimate_measures_real_cpu_use() -> None:
     while time.process_time() - t < 0.2:
         pass
     r = m.stop()
-    assert r.details["utilisation"] > 0.5 and 2.0 * r.seconds < r.joules <= 10.0 * r.seconds
+    # (a loaded machine may give this process less than the whole core, so no lower bound on utilisation)
+    util = r.details["cpu_s"] / r.seconds
+    assert r.details["cpu_s"] >= 0.19 and r.details["utilisation"] == pytest.approx(min(1.0, util))
+    assert r.joules == pytest.approx((2.0 + 8.0 * r.details["utilisation"]) * r.seconds)
 
 
 # ---------------------------------------------------------------------------------------------------- choice

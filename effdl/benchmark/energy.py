@@ -473,9 +473,11 @@ class JetsonMeter(Meter):
         while not self._stop_evt.wait(self.interval_s):
             self._sample_hwmon()
 
-    def _sample_hwmon(self) -> None:
+    def _sample_hwmon(self) -> float:
+        t = time.perf_counter()
         w, self._rail_used = _total_power(self.read_rails())
-        self._integ.add(time.perf_counter(), w)
+        self._integ.add(t, w)
+        return t
 
     def _read_tegrastats(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -483,6 +485,8 @@ class JetsonMeter(Meter):
             rails = parse_tegrastats(line)
             if rails:
                 w, self._rail_used = _total_power(rails)
+                if self._integ.samples == 0:  # the first line comes after start: extend it back to the start
+                    self._integ.add(self._t0, w)
                 self._integ.add(time.perf_counter(), w)
             if self._stop_evt.is_set():
                 break
@@ -490,12 +494,12 @@ class JetsonMeter(Meter):
     def _start(self) -> None:
         self._integ = _Integrator()
         self._stop_evt.clear()
-        self._t0 = time.perf_counter()
         if self.source == "hwmon":
-            self._sample_hwmon()
+            self._t0 = self._sample_hwmon()
             self._thread = threading.Thread(target=self._poll_hwmon, name="effdl-ina3221", daemon=True)
         else:
             ms = max(1, int(self.interval_s * 1000))
+            self._t0 = time.perf_counter()
             self._proc = subprocess.Popen(
                 [str(self.tegrastats), "--interval", str(ms)], stdout=subprocess.PIPE, text=True, bufsize=1
             )
@@ -507,7 +511,7 @@ class JetsonMeter(Meter):
         if self.source == "hwmon":
             assert self._thread is not None
             self._thread.join()
-            self._sample_hwmon()
+            t_end = self._sample_hwmon()
         else:
             assert self._proc is not None
             self._proc.terminate()
@@ -516,10 +520,11 @@ class JetsonMeter(Meter):
                 self._thread.join(timeout=5)
             self._proc = None
             # Close the interval with the last power seen, so the integral spans start..stop.
+            t_end = time.perf_counter()
             if self._integ.last is not None:
-                self._integ.add(time.perf_counter(), self._integ.last[1])
+                self._integ.add(t_end, self._integ.last[1])
         self._thread = None
-        seconds = time.perf_counter() - self._t0
+        seconds = t_end - self._t0  # the integral spans exactly this interval
         if self._integ.samples < 2:
             raise BackendUnavailableError(
                 f"energy meter {self.name!r} got {self._integ.samples} power sample(s) from {self.source}; "

@@ -360,11 +360,43 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _detect_gpus_nvml() -> list[dict[str, Any]]:
+    """NVIDIA GPUs through NVML (nvidia-ml-py), for hosts that have the driver library but no nvidia-smi."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver: pynvml raises its own NVMLError subclasses
+        return []
+    gpus = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h).total
+            gpus.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_gb": round(mem / 1024**3, 1),
+                    "driver": None,
+                    "power_limit_w": None,
+                }
+            )
+    except Exception:
+        pass
+    finally:
+        pynvml.nvmlShutdown()
+    return gpus
+
+
 def _detect_gpus() -> list[dict[str, Any]]:
-    """NVIDIA GPUs from ``nvidia-smi`` (no NVML import needed); empty when there is none."""
+    """NVIDIA GPUs from ``nvidia-smi``, else from NVML if nvidia-ml-py is installed; empty when there is none."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return []
+        return _detect_gpus_nvml()
     query = "name,memory.total,driver_version,power.limit"
     try:
         out = subprocess.run(

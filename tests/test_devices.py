@@ -299,3 +299,36 @@ def test_cli_list_show_detect(tmp_path: Path) -> None:
     assert p.derived_from_host and p.unit("cpu").cores == d.detect_host(gpus=False)["cores"]
     r = runner.invoke(app, ["detect", "-o", str(out)])
     assert isinstance(r.exception, InputError) and "--force" in r.exception.message
+
+
+def test_gpu_detection_through_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    class Mem:
+        total = 80 * 1024**3
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: b"NVIDIA H100 PCIe",
+        nvmlDeviceGetMemoryInfo=lambda h: Mem(),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(d.shutil, "which", lambda name: None)  # no nvidia-smi
+    gpus = d._detect_gpus()
+    assert gpus == [{"index": 0, "name": "NVIDIA H100 PCIe", "memory_gb": 80.0, "driver": None, "power_limit_w": None}]
+    h = d.detect_host(cores=2)
+    assert d.match_profile(h).name == "nvidia-h100-pcie"  # type: ignore[union-attr]
+
+
+def test_show_scaled_to_host() -> None:
+    from typer.testing import CliRunner
+
+    from effdl.cli.devices import app
+
+    r = CliRunner().invoke(app, ["show", "x86-64-avx512-vnni", "--host"], env={"COLUMNS": "200"})
+    cores = d.detect_host(gpus=False)["cores"]
+    assert r.exit_code == 0 and f"x {cores} detected cores" in r.output  # per-core power scaled on any host

@@ -74,8 +74,19 @@ def system_info(*, gpus: bool = True) -> dict[str, Any]:
 def peak_rss_bytes(children: bool = False) -> int:
     """Peak resident set size of this process (or of its waited-for children) in bytes.
 
-    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS.
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, the high-water mark of this process's own memory.
+    ``getrusage().ru_maxrss`` is not used there because Linux carries it across ``execve``: a benchmark worker
+    started by a parent holding 500 MB reports at least 500 MB. Elsewhere (and for ``children``) it falls back
+    to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
+    if not children:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     return int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
 

@@ -130,7 +130,10 @@ class PeakFigure(_Strict):
 
 
 class IsaVariant(_Strict):
-    """Peak figures that replace the base ones when the host has every flag in ``requires_isa`` (e.g. AMX)."""
+    """Alternative peak figures (e.g. AMX) that exist when the host has every flag in ``requires_isa``.
+
+    :func:`peak_ops` takes them with ``variant="best"`` (on a profile scaled to the host) or by name.
+    """
 
     name: str
     requires_isa: list[str] = Field(min_length=1)
@@ -857,3 +860,25 @@ def summary_rows(profile: DeviceProfile) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def report_json(profile: DeviceProfile) -> dict[str, Any]:
+    """A compact description of ``profile`` for a benchmark report: peaks with their provenance, power, memory."""
+
+    def fig(f: Figure | None) -> dict[str, Any] | None:
+        return None if f is None else {"value": f.value, "source": f.source, "derived": f.derived}
+
+    return {
+        "name": profile.name,
+        "description": profile.description,
+        "derived_from_host": profile.derived_from_host,
+        "peaks": [
+            {k: r[k] for k in ("unit", "variant", "dtype", "ops_per_s", "how")}
+            for r in summary_rows(profile)
+            if r["how"] is not None
+        ],
+        "memory_bandwidth_gbps": fig(profile.memory.bandwidth_gbps),
+        "power": {"idle_w": fig(profile.power.idle_w), "max_w": fig(profile.power.max_w), "scope": profile.power.scope},
+        "energy_sensors": list(profile.energy_sensors),
+        "sources": dict(profile.sources),
+    }

@@ -332,3 +332,16 @@ def test_show_scaled_to_host() -> None:
     r = CliRunner().invoke(app, ["show", "x86-64-avx512-vnni", "--host"], env={"COLUMNS": "200"})
     cores = d.detect_host(gpus=False)["cores"]
     assert r.exit_code == 0 and f"x {cores} detected cores" in r.output  # per-core power scaled on any host
+
+
+def test_report_json_carries_provenance() -> None:
+    p = d.profile_for_host(host(all_flags=SPR, cores=2, clock_ghz=2.5))
+    j = d.report_json(p)
+    assert j["name"] == "x86-64-avx512-vnni@host" and j["derived_from_host"]
+    int8 = {(r["variant"], r["dtype"]): r for r in j["peaks"]}
+    assert int8[("amx", "int8")]["ops_per_s"] == pytest.approx(2048 * 2.5e9 * 2)
+    assert "2.5 GHz x 2 detected cores" in int8[(None, "int8")]["how"]
+    assert j["power"]["idle_w"]["value"] == pytest.approx(2.5) and "intel-amx" in j["sources"]
+    import json
+
+    json.dumps(j)

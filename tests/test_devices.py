@@ -345,3 +345,15 @@ def test_report_json_carries_provenance() -> None:
     import json
 
     json.dumps(j)
+
+
+def test_cli_meters_lists_every_meter() -> None:
+    from typer.testing import CliRunner
+
+    from effdl.cli.devices import app
+
+    r = CliRunner().invoke(app, ["meters", "--profile", "raspberry-pi-5"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for name in ("rapl", "nvml", "jetson-ina3221", "estimate"):
+        assert name in r.output
+    assert "benchmarks use:" in r.output or "record no energy" in r.output

@@ -121,3 +121,33 @@ def detect_cmd(
         tmp.write_text(header + profile.to_yaml(), encoding="utf-8")
         tmp.replace(output)
         console.print(f"wrote {output}")
+
+
+@app.command("meters")
+def meters_cmd(
+    profile: str | None = typer.Option(
+        None, "--profile", "-p", help="Device profile for the estimate (default: the one matching this host's CPU)."
+    ),
+) -> None:
+    """Which energy meters can run here, why the others cannot, and which one a benchmark would use."""
+    from rich.table import Table
+
+    from effdl.benchmark.energy import SENSORS, EstimateMeter, choose_meter, make_meter
+    from effdl.cli import console
+    from effdl.devices import load_profile, profile_for_host
+    from effdl.errors import BackendUnavailableError
+
+    prof = load_profile(profile) if profile else profile_for_host(unit="cpu")
+    table = Table(title=f"energy meters on this host (profile {prof.name})")
+    for col in ("meter", "available", "why not"):
+        table.add_column(col, overflow="fold")
+    for m in [*(make_meter(s) for s in SENSORS), EstimateMeter(prof)]:
+        table.add_row(m.name, "yes" if m.available() else "no", m.reason or "")
+    console.print(table)
+    try:
+        chosen = choose_meter(prof)
+    except BackendUnavailableError as e:
+        console.print(f"benchmarks record no energy here: {e.message}", highlight=False)
+    else:
+        label = "a labelled ESTIMATE" if chosen.name == "estimate" else "measured"
+        console.print(f"benchmarks use: [bold]{chosen.name}[/] ({label})")

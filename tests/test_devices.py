@@ -357,3 +357,9 @@ def test_cli_meters_lists_every_meter() -> None:
     for name in ("rapl", "nvml", "jetson-ina3221", "estimate"):
         assert name in r.output
     assert "benchmarks use:" in r.output or "record no energy" in r.output
+
+
+def test_client_avx512_cpu_is_not_taken_for_a_xeon() -> None:
+    tiger = host(cpu_model="11th Gen Intel(R) Core(TM) i7-1165G7 @ 2.80GHz", all_flags=CASCADE)
+    assert d.match_profile(tiger) is None
+    assert d.profile_for_host(tiger).name.startswith("host-")

@@ -7,7 +7,7 @@ what they include (``assumptions``). :func:`choose_meter` picks the best meter a
 Why not Zeus (``zeus-ml``)? Zeus's monitors read the same counters (NVML total energy, RAPL powercap,
 Jetson rails), but zeus-ml 0.11 pulls in pandas, httpx, amdsmi, tyro and six more packages for what is, here,
 a few sysfs reads and one NVML call; it also offers no labelled estimate for hosts without sensors (a VM).
-So we read sysfs and NVML directly, in about the same number of lines a Zeus adapter would take.
+So we read sysfs and NVML directly.
 
 Measured readings cover the whole package / GPU / module, including idle power and other processes' work in
 the interval; they are not attributed to the process. Only :class:`EstimateMeter` readings are estimates.

@@ -10,11 +10,13 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import Bbox
 
 from effdl.report.pareto import pareto_front
 from effdl.report.view import Entry, Run, metric_info
@@ -143,10 +145,6 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         fy = [accepted_pts[i][2] for i in front]
         ax.step(fx, fy, where="post", color=FRONT_COLOUR, linestyle="--", linewidth=1.2, zorder=2, label="Pareto front")
         ax.scatter(fx, fy, s=120, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=2)
-    for e, x, y in pts:
-        ax.annotate(
-            _point_label(e, many), (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, color="#222222"
-        )
     xs = [x for _, x, _ in pts]
     if _spread(xs) > 8:
         ax.set_xscale("log")
@@ -161,6 +159,7 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     )
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    _label_points(fig, ax, [(x, y, _point_label(e, many)) for e, x, y in pts])
     if cost == "latency":
         title = f"{name} vs p50 latency"
         caption = (
@@ -176,6 +175,45 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         )
     ax.set_title(title, fontsize=11)
     return Plot(f"tradeoff-{cost}", title, _to_svg(fig, f"tradeoff-{cost}"), caption)
+
+
+# Candidate label offsets (points) around a marker, tried in order: above, below, right, left, then further out.
+_OFFSETS = [(0, 7, "center"), (0, -15, "center"), (7, -3, "left"), (-7, -3, "right"), (0, 18, "center"),
+            (0, -26, "center"), (7, 8, "left"), (7, -14, "left"), (-7, 8, "right"), (-7, -14, "right"),
+            (0, 29, "center"), (0, -37, "center")]  # fmt: skip
+
+
+def _label_points(fig: Figure, ax: matplotlib.axes.Axes, points: list[tuple[float, float, str]]) -> None:
+    """Annotate each point with its label at the first candidate spot inside the axes that overlaps no
+    marker and no label already placed (variants with equal accuracy sit on one line); when none is free,
+    the first spot that overlaps nothing, else the first. matplotlib has no label placement of its own."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 5.0 * fig.dpi / 72  # about a marker's radius, in pixels
+    markers = [
+        Bbox.from_extents(px - r, py - r, px + r, py + r)
+        for px, py in ax.transData.transform([(x, y) for x, y, _ in points])
+    ]
+    labels: list[Any] = []
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        x, y, text = points[i]
+        options = []
+        for dx, dy, ha in _OFFSETS:
+            ann = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#222222", ha=ha, zorder=5
+            )
+            box = ann.get_window_extent(renderer)
+            ann.remove()
+            grown = box.expanded(1.04, 1.15)
+            free = not any(grown.overlaps(m) for j, m in enumerate(markers) if j != i)
+            free = free and not any(grown.overlaps(b) for b in labels)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            options.append((not (free and inside), not free, len(options), dx, dy, ha, box))
+        _, _, _, dx, dy, ha, box = min(options)
+        ax.annotate(
+            text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#222222", ha=ha, zorder=5
+        )
+        labels.append(box)
 
 
 def latency_plot(runs: list[Run]) -> Plot | None:

@@ -402,7 +402,7 @@ def test_rendering_leaks_no_figures() -> None:
 
     def live_figures() -> int:
         gc.collect()
-        return sum(isinstance(o, Figure) for o in gc.get_objects())
+        return sum(type(o) is Figure for o in gc.get_objects())
 
     before_nums, before = plt.get_fignums(), live_figures()
     for _ in range(2):

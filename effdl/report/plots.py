@@ -107,7 +107,7 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     if not pts:
         return None
     colours = _colours(runs)
-    fig = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(6.4, 4.6 + (0.17 * (2 * len(runs) + 1) if many else 0.2)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     for r in runs:
         for accepted in (True, False):
@@ -158,8 +158,14 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         f"{name}" + (f" ({unit})" if unit else "") + (", higher is better" if higher else ", lower is better")
     )
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    _label_points(fig, ax, [(x, y, _point_label(e, many)) for e, x, y in pts])
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [lab if len(lab) <= 60 else lab[:59] + "…" for lab in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=1 if many else 4, fontsize=8, frameon=False)
+    fig.draw_without_rendering()  # run the layout so that label placement sees the final axes
+    line = [(fx[0], fy[0])] if front else []
+    for k in range(1, len(front)):  # the corners of the step drawn with where="post"
+        line += [(fx[k], fy[k - 1]), (fx[k], fy[k])]
+    _label_points(fig, ax, [(x, y, _point_label(e, many)) for e, x, y in pts], avoid_line=line)
     if cost == "latency":
         title = f"{name} vs p50 latency"
         caption = (
@@ -183,7 +189,12 @@ _OFFSETS = [(0, 7, "center"), (0, -15, "center"), (7, -3, "left"), (-7, -3, "rig
             (0, 29, "center"), (0, -37, "center")]  # fmt: skip
 
 
-def _label_points(fig: Figure, ax: matplotlib.axes.Axes, points: list[tuple[float, float, str]]) -> None:
+def _label_points(
+    fig: Figure,
+    ax: matplotlib.axes.Axes,
+    points: list[tuple[float, float, str]],
+    avoid_line: list[tuple[float, float]] = (),  # type: ignore[assignment]
+) -> None:
     """Annotate each point with its label at the first candidate spot inside the axes that overlaps no
     marker and no label already placed (variants with equal accuracy sit on one line); when none is free,
     the first spot that overlaps nothing, else the first. matplotlib has no label placement of its own."""
@@ -195,6 +206,14 @@ def _label_points(fig: Figure, ax: matplotlib.axes.Axes, points: list[tuple[floa
         for px, py in ax.transData.transform([(x, y) for x, y, _ in points])
     ]
     labels: list[Any] = []
+    if len(avoid_line) > 1:  # the Pareto front line: small boxes every few pixels along it
+        corners = ax.transData.transform(avoid_line)
+        for (x0, y0), (x1, y1) in zip(corners[:-1], corners[1:], strict=True):
+            n = max(2, int(math.hypot(x1 - x0, y1 - y0) / 3))
+            labels += [
+                Bbox.from_extents(x - 1, y - 1, x + 1, y + 1)
+                for x, y in ((x0 + (x1 - x0) * t / n, y0 + (y1 - y0) * t / n) for t in range(n + 1))
+            ]
     for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
         x, y, text = points[i]
         options = []
@@ -210,9 +229,10 @@ def _label_points(fig: Figure, ax: matplotlib.axes.Axes, points: list[tuple[floa
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             options.append((not (free and inside), not free, len(options), dx, dy, ha, box))
         _, _, _, dx, dy, ha, box = min(options)
-        ax.annotate(
+        placed = ax.annotate(
             text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#222222", ha=ha, zorder=5
         )
+        placed.set_in_layout(False)  # the axes keep the size the placement was computed for
         labels.append(box)
 
 

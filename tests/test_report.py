@@ -601,3 +601,13 @@ def test_html_opens_in_headless_chromium_without_console_errors(tmp_path: Path) 
         assert dom.count("<table") == source.count("<table") >= 3
         assert dom.count("<svg") == source.count("<svg") == 3
         assert "onnxruntime-int8" in dom and "How these numbers were measured" in dom
+
+
+def test_compare_of_different_models_gives_no_cross_run_speedup() -> None:
+    other = make_report(title="lenet5 on digits")
+    other["source"]["sha256"] = "cd" * 32
+    comp = compare([make_report(), other])
+    assert comp["baseline"] is None and all(v["speedup_vs_baseline"] is None for v in comp["variants"])
+    assert any("different source models (abababababab, cdcdcdcdcdcd)" in n for n in comp["notes"])
+    md = render_comparison_markdown(comp)
+    assert "speedup vs ref" in md and "speedup vs torch-fp32 (run 1)" not in md

@@ -46,7 +46,7 @@ def _to_svg(fig: Figure, key: str) -> str:
     FigureCanvasAgg(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": f"effdl-{key}", "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)

@@ -185,9 +185,17 @@ def make_runs(reports: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
+def source_identity(report: dict[str, Any]) -> Any:
+    """What identifies the model a run started from: its sha256, else (arch, task, parameters)."""
+    src = report.get("source") or {}
+    return src.get("sha256") or (src.get("arch"), src.get("task"), src.get("parameters"))
+
+
 def baseline_entry(runs: list[Run]) -> Entry | None:
-    """For several runs: the first run's benchmarked reference variant, which every row is also compared with."""
-    if len(runs) < 2:
+    """For several runs of the same source model: the first run's benchmarked reference variant, which every
+    row is also compared with. None for one run, or when the runs start from different models (a speedup
+    across models would mix the model's cost with the deployment's)."""
+    if len(runs) < 2 or len({repr(source_identity(r.report)) for r in runs}) > 1:
         return None
     return next((e for e in runs[0].entries if e.is_reference and e.p50), None)
 

@@ -40,6 +40,7 @@ def _bench(median_ms: float, spread: float, seed: int, *, energy: dict[str, Any]
         "warmup": 50,
         "method": "perf_counter around each call, in a fresh process per variant, after warm-up",
         **stats,
+        "peak_rss_bytes": 180_000_000 + seed * 1_000_000,
         "energy": energy,
     }
 
@@ -328,7 +329,9 @@ def test_markdown_has_every_variant_row_and_the_method() -> None:
     assert "Throughput = batch size / mean latency" in method
     assert "0.00210 J per inference (ESTIMATE; device profile TDP x measured latency)" in method
     assert "max_metric_drop 1, min_top1_agreement 97" in method
-    assert _table_row(method, "openvino-int4")[-1] == "yes"  # the noisy column of the measurement table
+    measured = dict(zip(_table_row(method, "variant"), _table_row(method, "openvino-int4"), strict=True))
+    assert measured["noisy"] == "yes" and measured["peak RSS"] == "175.5 MiB"  # 184e6 bytes
+    assert measured["timed queries"] == "300" and measured["threads"] == "2"
 
 
 def test_markdown_escapes_and_handles_a_bare_bench_report() -> None:

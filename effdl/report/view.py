@@ -326,32 +326,34 @@ def stages_table(report: dict[str, Any]) -> Table:
 
 
 def measurement_table(run: Run) -> Table:
-    """Per benchmarked variant: the sample counts and spread behind its percentiles."""
+    """Per benchmarked variant: the sample counts and spread behind its percentiles (and peak memory)."""
+    benched = [e for e in run.entries if e.bench]
+    has_rss = any(is_num(e.bench.get("peak_rss_bytes")) for e in benched)
     rows = []
-    for e in run.entries:
+    for e in benched:
         b = e.bench
-        if not b:
-            continue
         lat = b["latency_ms"]
         ci = lat.get("p50_ci95")
         mean, std = lat.get("mean"), lat.get("std")
-        rows.append(
-            [
-                e.name,
-                str(b["scenario"]),
-                str(b["batch"]),
-                str(b.get("threads") if b.get("threads") is not None else "-"),
-                f"{b['warmup']:,}",
-                f"{b['queries']:,}",
-                f"{sig(mean)} ± {sig(std)}" if is_num(mean) and is_num(std) else "-",
-                f"[{sig(ci[0])}, {sig(ci[1])}]" if ci else "-",
-                fmt_fixed(b.get("cv"), 3),
-                "yes" if b.get("noisy") else "no",
-            ]
-        )
+        row = [
+            e.name,
+            str(b["scenario"]),
+            str(b["batch"]),
+            str(b.get("threads") if b.get("threads") is not None else "default"),
+            f"{b['warmup']:,}",
+            f"{b['queries']:,}",
+            f"{sig(mean)} ± {sig(std)}" if is_num(mean) and is_num(std) else "-",
+            f"[{sig(ci[0])}, {sig(ci[1])}]" if ci else "-",
+            fmt_fixed(b.get("cv"), 3),
+            "yes" if b.get("noisy") else "no",
+        ]
+        if has_rss:
+            row.append(fmt_bytes(b.get("peak_rss_bytes")))
+        rows.append(row)
     headers = ["variant", "scenario", "batch", "threads", "warm-up", "timed queries", "mean ± std ms"]
-    headers += ["p50 95% CI ms", "CV", "noisy"]
-    return Table(headers, rows, [False, False, True, True, True, True, True, True, True, False])
+    headers += ["p50 95% CI ms", "CV", "noisy"] + (["peak RSS"] if has_rss else [])
+    numeric = [False, False, True, True, True, True, True, True, True, False] + ([True] if has_rss else [])
+    return Table(headers, rows, numeric)
 
 
 # ---------------------------------------------------------------------------------------------- method notes
@@ -436,6 +438,11 @@ def measurement_notes(run: Run) -> list[str]:
         notes.append(f"Energy of {e.name}: {joules} J per inference ({label}; {en['method']}).{assumptions}")
     if benched and not with_energy:
         notes.append("No energy figure was recorded in this run.")
+    if any(is_num(e.bench.get("peak_rss_bytes")) for e in benched):
+        notes.append(
+            "Peak RSS = the largest resident memory of the benchmark process of the variant "
+            "(includes Python and the runtime, not only the model)."
+        )
     if any(is_num(e.variant.get("size_bytes")) for e in entries):
         notes.append("Size = bytes of the variant's model files on disk as packaged.")
     system = report.get("system") or {}

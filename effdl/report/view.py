@@ -313,7 +313,7 @@ def refused(runs: list[Run], *, with_run: bool = False) -> list[str]:
         if v["accepted"]:
             continue
         failures = (v.get("verification") or {}).get("failures") or []
-        extra = [f for f in failures if f and f != v.get("reason")]
+        extra = [f for f in failures if f and f not in str(v["reason"])]  # the reason often joins the failures
         who = f"{e.run_label}: {e.name}" if with_run else e.name
         lines.append(f"{who}: {v['reason']}" + (f" (failures: {'; '.join(extra)})" if extra else ""))
     return lines
@@ -510,7 +510,7 @@ def facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     device = report.get("device")
     if device:
         profile = device.get("profile", "?")
-        rest = ", ".join(f"{k} {fmt_value(v)}" for k, v in device.items() if k != "profile" and v is not None)
+        rest = fmt_details({k: v for k, v in device.items() if k != "profile" and v is not None}, limit=300)
         out.append(("device", f"{profile}" + (f" ({rest})" if rest else "")))
     else:
         out.append(("device", "no device profile"))

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -616,3 +617,11 @@ def test_compare_of_different_models_gives_no_cross_run_speedup() -> None:
     assert any("different source models (abababababab, cdcdcdcdcdcd)" in n for n in comp["notes"])
     md = render_comparison_markdown(comp)
     assert "speedup vs ref" in md and "speedup vs torch-fp32 (run 1)" not in md
+
+
+def test_import_loads_neither_matplotlib_nor_torch() -> None:
+    code = "import sys, effdl.report; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"

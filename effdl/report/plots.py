@@ -19,10 +19,8 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
 from effdl.report.pareto import pareto_front
-from effdl.report.view import Entry, Run, metric_info
+from effdl.report.view import PALETTE, Entry, Run, metric_info
 
-# Colour-blind-safe palette (Okabe-Ito) for runs.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 FRONT_COLOUR = "#444444"
 _MPL = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
 

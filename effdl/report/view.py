@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+# Colour-blind-safe palette (Okabe-Ito), one colour per run in plots and in the comparison's runs table.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+
 # ---------------------------------------------------------------------------------------------- formats
 
 

@@ -417,9 +417,13 @@ def _benchmark_all(
     progress: Progress,
     source_args: dict[str, Any],
 ) -> None:
-    from effdl.benchmark.worker import run_isolated
+    from effdl.benchmark.worker import run_isolated, run_spec
 
     cfg = recipe.benchmark
+
+    def measure(spec: dict[str, Any]) -> dict[str, Any]:
+        return run_isolated(spec, scratch) if cfg.isolate else run_spec(spec)
+
     inputs_npz = scratch / "inputs.npz"
     sample = task.split("heldout").take(cfg.batch)
     if len(sample) < cfg.batch:
@@ -447,14 +451,12 @@ def _benchmark_all(
         else:
             spec = {**common, "kind": "onnx", "label": reference["name"], "path": str(loaded.onnx_path)}
         progress.say(f"benchmark {reference['name']} (reference)")
-        reference["benchmark"] = run_isolated(spec, scratch)
+        reference["benchmark"] = measure(spec)
         reference["runtime_info"] = reference["benchmark"].pop("runtime_info", {})
         ref_p50 = reference["benchmark"]["latency_ms"]["p50"]
         for v in accepted:
             progress.say(f"benchmark {v.name}")
-            b = run_isolated(
-                {**common, "kind": "package", "label": v.name, "root": str(root), "variant": v.name}, scratch
-            )
+            b = measure({**common, "kind": "package", "label": v.name, "root": str(root), "variant": v.name})
             b.pop("runtime_info", None)
             v.record["benchmark"] = b
             v.record["speedup"] = ref_p50 / b["latency_ms"]["p50"] if b["latency_ms"]["p50"] > 0 else None

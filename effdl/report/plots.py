@@ -141,8 +141,11 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     if front:
         fx = [accepted_pts[i][1] for i in front]
         fy = [accepted_pts[i][2] for i in front]
-        ax.step(fx, fy, where="post", color=FRONT_COLOUR, linestyle="--", linewidth=1.2, zorder=2, label="Pareto front")
-        ax.scatter(fx, fy, s=120, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=2)
+        if len(front) > 1:
+            ax.step(fx, fy, where="post", color=FRONT_COLOUR, linestyle="--", linewidth=1.2, zorder=2)
+        ax.scatter(
+            fx, fy, s=120, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=2, label="Pareto front"
+        )
     xs = [x for _, x, _ in pts]
     if _spread(xs) > 8:
         ax.set_xscale("log")
@@ -168,8 +171,9 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         title = f"{name} vs p50 latency"
         caption = (
             f"Each point is a variant: task metric on held-out data against its median (p50) latency. "
-            f"The dashed line is the Pareto front of the accepted variants: none of them is beaten on both "
-            f"{name} and latency. Hollow crosses are refused variants; the star marks the reference."
+            f"Ringed points, joined by the dashed line, are the Pareto front of the accepted variants: none of "
+            f"them is beaten on both {name} and latency. Hollow crosses are refused variants; "
+            "the star marks the reference."
         )
     else:
         estimates = any(e.energy_estimate for e, _, _ in pts)

@@ -368,6 +368,7 @@ def _assert_self_contained(html: str) -> None:
         assert attr.startswith(("#", "data:")), attr  # only in-page anchors and inline data
     for ref in re.findall(r"url\(([^)]*)\)", html):
         assert ref.strip("'\" ").startswith("#"), ref  # SVG clip paths point inside the page
+    assert "http:" not in lowered and "https:" not in lowered  # not even an SVG namespace URL
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "duplicate element ids between inline plots"
 

@@ -48,6 +48,9 @@ def _to_svg(fig: Figure, key: str) -> str:
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    # Inline SVG in HTML needs no namespace declarations (the HTML parser puts <svg> and xlink:href in
+    # their namespaces); dropping them leaves the page without a single URL.
+    text = re.sub(r'\s+xmlns(?::xlink)?="[^"]*"', "", text)
     # Element ids (figure_1, axes_1, ...) repeat between figures; prefix them and their references with
     # the plot key so that the page's ids stay unique and every url(#...) points into its own plot.
     ids = set(re.findall(r'\bid="([^"]+)"', text))

@@ -169,7 +169,9 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     line = [(fx[0], fy[0])] if front else []
     for k in range(1, len(front)):  # the corners of the step drawn with where="post"
         line += [(fx[k], fy[k - 1]), (fx[k], fy[k])]
-    _label_points(fig, ax, [(x, y, _point_label(e, many)) for e, x, y in pts], avoid_line=line)
+    est = " (est.)"  # on the energy plot, an estimated figure says so at the point itself
+    texts = [_point_label(e, many) + (est if cost == "energy" and e.energy_estimate else "") for e, _, _ in pts]
+    _label_points(fig, ax, [(x, y, t) for (_, x, y), t in zip(pts, texts, strict=True)], avoid_line=line)
     if cost == "latency":
         title = f"{name} vs p50 latency"
         caption = (

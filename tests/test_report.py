@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def _bench(median_ms: float, spread: float, seed: int, *, energy: dict[str, Any]
         "warmup": 50,
         "method": "perf_counter around each call, in a fresh process per variant, after warm-up",
         **stats,
+        "peak_rss_bytes": 180_000_000 + seed * 1_000_000,
         "energy": energy,
     }
 
@@ -317,6 +319,8 @@ def test_markdown_has_every_variant_row_and_the_method() -> None:
     assert (
         "- openvino-int4: metric drop 6.40 exceeds max_metric_drop 1.0 (failures: top1_agreement 91.0 &lt; 97.0)" in md
     )
+    report["variants"][3]["reason"] = "metric drop 6.40 > 1.0; top1_agreement 91.0 < 97.0"  # joins the failures
+    assert "- openvino-int4: metric drop 6.40 &gt; 1.0; top1_agreement 91.0 &lt; 97.0\n" in render_markdown(report)
     for stage in ("load", "baseline", "export", "quantize"):
         assert _table_row(md, stage)
     assert "| quantize | 4.00 | method=static, calibration=minmax |" in md
@@ -328,7 +332,9 @@ def test_markdown_has_every_variant_row_and_the_method() -> None:
     assert "Throughput = batch size / mean latency" in method
     assert "0.00210 J per inference (ESTIMATE; device profile TDP x measured latency)" in method
     assert "max_metric_drop 1, min_top1_agreement 97" in method
-    assert _table_row(method, "openvino-int4")[-1] == "yes"  # the noisy column of the measurement table
+    measured = dict(zip(_table_row(method, "variant"), _table_row(method, "openvino-int4"), strict=True))
+    assert measured["noisy"] == "yes" and measured["peak RSS"] == "175.5 MiB"  # 184e6 bytes
+    assert measured["timed queries"] == "300" and measured["threads"] == "2"
 
 
 def test_markdown_escapes_and_handles_a_bare_bench_report() -> None:
@@ -362,6 +368,7 @@ def _assert_self_contained(html: str) -> None:
         assert attr.startswith(("#", "data:")), attr  # only in-page anchors and inline data
     for ref in re.findall(r"url\(([^)]*)\)", html):
         assert ref.strip("'\" ").startswith("#"), ref  # SVG clip paths point inside the page
+    assert "http:" not in lowered and "https:" not in lowered  # not even an SVG namespace URL
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "duplicate element ids between inline plots"
 
@@ -381,7 +388,7 @@ def test_html_is_one_self_contained_file_with_the_plots() -> None:
         assert name in tradeoff  # every point labelled
     assert "Pareto front" in tradeoff
     energy = next(s for s in svgs if 'aria-label="tradeoff-energy"' in s)
-    assert "onnxruntime-int8" in energy and "includes estimates" in energy
+    assert "onnxruntime-int8 (est.)" in energy and "includes estimates" in energy
     assert "How these numbers were measured" in html and "ESTIMATE" in html
 
 
@@ -402,7 +409,7 @@ def test_rendering_leaks_no_figures() -> None:
 
     def live_figures() -> int:
         gc.collect()
-        return sum(isinstance(o, Figure) for o in gc.get_objects())
+        return sum(type(o) is Figure for o in gc.get_objects())
 
     before_nums, before = plt.get_fignums(), live_figures()
     for _ in range(2):
@@ -601,3 +608,21 @@ def test_html_opens_in_headless_chromium_without_console_errors(tmp_path: Path) 
         assert dom.count("<table") == source.count("<table") >= 3
         assert dom.count("<svg") == source.count("<svg") == 3
         assert "onnxruntime-int8" in dom and "How these numbers were measured" in dom
+
+
+def test_compare_of_different_models_gives_no_cross_run_speedup() -> None:
+    other = make_report(title="lenet5 on digits")
+    other["source"]["sha256"] = "cd" * 32
+    comp = compare([make_report(), other])
+    assert comp["baseline"] is None and all(v["speedup_vs_baseline"] is None for v in comp["variants"])
+    assert any("different source models (abababababab, cdcdcdcdcdcd)" in n for n in comp["notes"])
+    md = render_comparison_markdown(comp)
+    assert "speedup vs ref" in md and "speedup vs torch-fp32 (run 1)" not in md
+
+
+def test_import_loads_neither_matplotlib_nor_torch() -> None:
+    code = "import sys, effdl.report; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"

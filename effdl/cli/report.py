@@ -17,12 +17,11 @@ def report_cmd(
         ..., "-o", "--output", help="File to write; its suffix picks the format: .html, .md or .json."
     ),
 ) -> None:
-    """Render one report, or compare several runs (devices, backends, variants) in one table with plots.
+    """Render one run report again, or compare several runs side by side, as HTML, Markdown or JSON.
 
-    With one report the output is that run's own report (the same rendering `effdl compress` writes).
-    With several, one combined table, the plots over every variant of every run (colour per run), and
-    notes where the runs came from different hosts or effdl versions. A .json output is the validated
-    report, or for several the merged comparison (schema effdl.comparison/1).
+    One report: that run's own report. Several: one table, plots coloured by run, notes on what differs.
+
+    The suffix of --output picks the format; .json writes the merged comparison (effdl.comparison/1).
     """
     from effdl.cli import console
     from effdl.errors import InputError

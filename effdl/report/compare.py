@@ -7,7 +7,7 @@ from typing import Any
 
 from effdl.errors import InputError
 from effdl.report.schema import COMPARISON_SCHEMA, validate_report
-from effdl.report.view import agreement, baseline_entry, make_runs
+from effdl.report.view import agreement, baseline_entry, make_runs, source_identity
 
 
 def _distinct(values: list[Any]) -> list[Any]:
@@ -57,10 +57,12 @@ def compare(reports: list[dict[str, Any]]) -> dict[str, Any]:
     for name, versions in libs.items():
         if len(set(versions)) > 1:
             notes.append(f"{name} versions differ between runs: {', '.join(_distinct(versions))}.")
+    sources = [source_identity(r.report) for r in runs]
     differs(
-        [(r.report.get("source") or {}).get("sha256", "unknown") for r in runs],
-        "source models (sha256)",
-        "accuracy differences partly come from the models themselves.",
+        [s[:12] if isinstance(s, str) else "/".join(map(str, s)) for s in sources],
+        "source models",
+        "accuracy and latency differences partly come from the models themselves, "
+        "so no speedup against the first run is given.",
     )
     metrics = [
         f"{t['metric']} ({t.get('unit') or ''}) on {t.get('task', '?')}" if (t := r.report.get("task")) else "none"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from effdl.report.plots import PALETTE, Plot, all_plots
 from effdl.report.view import (
+    PALETTE,
     Run,
     Table,
     baseline_entry,
@@ -18,6 +18,9 @@ from effdl.report.view import (
     stages_table,
     variants_table,
 )
+
+if TYPE_CHECKING:
+    from effdl.report.plots import Plot
 
 CSS = """
 :root { color-scheme: light; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg-alt: #f6f8fa; }
@@ -128,6 +131,8 @@ def render_html(report: dict[str, Any]) -> str:
     lines = refused([run])
     if lines:
         body.append("<h3>Refused variants</h3>" + _list(lines))
+    from effdl.report.plots import all_plots  # matplotlib only when an HTML page is rendered
+
     plots, missing = all_plots([run])
     body.append('<h2 id="plots">Plots</h2>' + _plots(plots, missing))
     if report["stages"]:
@@ -174,6 +179,8 @@ def render_comparison_html(comparison: dict[str, Any]) -> str:
     lines = refused(runs, with_run=True)
     if lines:
         body.append("<h3>Refused variants</h3>" + _list(lines))
+    from effdl.report.plots import all_plots
+
     plots, missing = all_plots(runs)
     body.append('<h2 id="plots">Plots</h2>' + _plots(plots, missing))
     body.append('<h2 id="method">How these numbers were measured</h2>')

@@ -10,17 +10,17 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import Bbox
 
 from effdl.report.pareto import pareto_front
-from effdl.report.view import Entry, Run, metric_info
+from effdl.report.view import PALETTE, Entry, Run, metric_info
 
-# Colour-blind-safe palette (Okabe-Ito) for runs.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 FRONT_COLOUR = "#444444"
 _MPL = tuple(int(p) for p in re.findall(r"\d+", matplotlib.__version__)[:2])
 
@@ -44,10 +44,13 @@ def _to_svg(fig: Figure, key: str) -> str:
     FigureCanvasAgg(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": f"effdl-{key}", "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    # Inline SVG in HTML needs no namespace declarations (the HTML parser puts <svg> and xlink:href in
+    # their namespaces); dropping them leaves the page without a single URL.
+    text = re.sub(r'\s+xmlns(?::xlink)?="[^"]*"', "", text)
     # Element ids (figure_1, axes_1, ...) repeat between figures; prefix them and their references with
     # the plot key so that the page's ids stay unique and every url(#...) points into its own plot.
     ids = set(re.findall(r'\bid="([^"]+)"', text))
@@ -105,7 +108,7 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     if not pts:
         return None
     colours = _colours(runs)
-    fig = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(6.4, 4.6 + (0.17 * (2 * len(runs) + 1) if many else 0.2)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     for r in runs:
         for accepted in (True, False):
@@ -141,11 +144,10 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
     if front:
         fx = [accepted_pts[i][1] for i in front]
         fy = [accepted_pts[i][2] for i in front]
-        ax.step(fx, fy, where="post", color=FRONT_COLOUR, linestyle="--", linewidth=1.2, zorder=2, label="Pareto front")
-        ax.scatter(fx, fy, s=120, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=2)
-    for e, x, y in pts:
-        ax.annotate(
-            _point_label(e, many), (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, color="#222222"
+        if len(front) > 1:
+            ax.step(fx, fy, where="post", color=FRONT_COLOUR, linestyle="--", linewidth=1.2, zorder=2)
+        ax.scatter(
+            fx, fy, s=120, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=2, label="Pareto front"
         )
     xs = [x for _, x, _ in pts]
     if _spread(xs) > 8:
@@ -160,13 +162,23 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         f"{name}" + (f" ({unit})" if unit else "") + (", higher is better" if higher else ", lower is better")
     )
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [lab if len(lab) <= 60 else lab[:59] + "…" for lab in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=1 if many else 4, fontsize=8, frameon=False)
+    fig.draw_without_rendering()  # run the layout so that label placement sees the final axes
+    line = [(fx[0], fy[0])] if front else []
+    for k in range(1, len(front)):  # the corners of the step drawn with where="post"
+        line += [(fx[k], fy[k - 1]), (fx[k], fy[k])]
+    est = " (est.)"  # on the energy plot, an estimated figure says so at the point itself
+    texts = [_point_label(e, many) + (est if cost == "energy" and e.energy_estimate else "") for e, _, _ in pts]
+    _label_points(fig, ax, [(x, y, t) for (_, x, y), t in zip(pts, texts, strict=True)], avoid_line=line)
     if cost == "latency":
         title = f"{name} vs p50 latency"
         caption = (
             f"Each point is a variant: task metric on held-out data against its median (p50) latency. "
-            f"The dashed line is the Pareto front of the accepted variants: none of them is beaten on both "
-            f"{name} and latency. Hollow crosses are refused variants; the star marks the reference."
+            f"Ringed points, joined by the dashed line, are the Pareto front of the accepted variants: none of "
+            f"them is beaten on both {name} and latency. Hollow crosses are refused variants; "
+            "the star marks the reference."
         )
     else:
         estimates = any(e.energy_estimate for e, _, _ in pts)
@@ -176,6 +188,59 @@ def tradeoff_plot(runs: list[Run], cost: str) -> Plot | None:
         )
     ax.set_title(title, fontsize=11)
     return Plot(f"tradeoff-{cost}", title, _to_svg(fig, f"tradeoff-{cost}"), caption)
+
+
+# Candidate label offsets (points) around a marker, tried in order: above, below, right, left, then further out.
+_OFFSETS = [(0, 7, "center"), (0, -15, "center"), (7, -3, "left"), (-7, -3, "right"), (0, 18, "center"),
+            (0, -26, "center"), (7, 8, "left"), (7, -14, "left"), (-7, 8, "right"), (-7, -14, "right"),
+            (0, 29, "center"), (0, -37, "center")]  # fmt: skip
+
+
+def _label_points(
+    fig: Figure,
+    ax: matplotlib.axes.Axes,
+    points: list[tuple[float, float, str]],
+    avoid_line: list[tuple[float, float]] = (),  # type: ignore[assignment]
+) -> None:
+    """Annotate each point with its label at the first candidate spot inside the axes that overlaps no
+    marker and no label already placed (variants with equal accuracy sit on one line); when none is free,
+    the first spot that overlaps nothing, else the first. matplotlib has no label placement of its own."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 5.0 * fig.dpi / 72  # about a marker's radius, in pixels
+    markers = [
+        Bbox.from_extents(px - r, py - r, px + r, py + r)
+        for px, py in ax.transData.transform([(x, y) for x, y, _ in points])
+    ]
+    labels: list[Any] = []
+    if len(avoid_line) > 1:  # the Pareto front line: small boxes every few pixels along it
+        corners = ax.transData.transform(avoid_line)
+        for (x0, y0), (x1, y1) in zip(corners[:-1], corners[1:], strict=True):
+            n = max(2, int(math.hypot(x1 - x0, y1 - y0) / 3))
+            labels += [
+                Bbox.from_extents(x - 1, y - 1, x + 1, y + 1)
+                for x, y in ((x0 + (x1 - x0) * t / n, y0 + (y1 - y0) * t / n) for t in range(n + 1))
+            ]
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        x, y, text = points[i]
+        options = []
+        for dx, dy, ha in _OFFSETS:
+            ann = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#222222", ha=ha, zorder=5
+            )
+            box = ann.get_window_extent(renderer)
+            ann.remove()
+            grown = box.expanded(1.04, 1.15)
+            free = not any(grown.overlaps(m) for j, m in enumerate(markers) if j != i)
+            free = free and not any(grown.overlaps(b) for b in labels)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            options.append((not (free and inside), not free, len(options), dx, dy, ha, box))
+        _, _, _, dx, dy, ha, box = min(options)
+        placed = ax.annotate(
+            text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color="#222222", ha=ha, zorder=5
+        )
+        placed.set_in_layout(False)  # the axes keep the size the placement was computed for
+        labels.append(box)
 
 
 def latency_plot(runs: list[Run]) -> Plot | None:

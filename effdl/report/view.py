@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+# Colour-blind-safe palette (Okabe-Ito), one colour per run in plots and in the comparison's runs table.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+
 # ---------------------------------------------------------------------------------------------- formats
 
 
@@ -185,9 +188,17 @@ def make_runs(reports: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
+def source_identity(report: dict[str, Any]) -> Any:
+    """What identifies the model a run started from: its sha256, else (arch, task, parameters)."""
+    src = report.get("source") or {}
+    return src.get("sha256") or (src.get("arch"), src.get("task"), src.get("parameters"))
+
+
 def baseline_entry(runs: list[Run]) -> Entry | None:
-    """For several runs: the first run's benchmarked reference variant, which every row is also compared with."""
-    if len(runs) < 2:
+    """For several runs of the same source model: the first run's benchmarked reference variant, which every
+    row is also compared with. None for one run, or when the runs start from different models (a speedup
+    across models would mix the model's cost with the deployment's)."""
+    if len(runs) < 2 or len({repr(source_identity(r.report)) for r in runs}) > 1:
         return None
     return next((e for e in runs[0].entries if e.is_reference and e.p50), None)
 
@@ -305,7 +316,7 @@ def refused(runs: list[Run], *, with_run: bool = False) -> list[str]:
         if v["accepted"]:
             continue
         failures = (v.get("verification") or {}).get("failures") or []
-        extra = [f for f in failures if f and f != v.get("reason")]
+        extra = [f for f in failures if f and f not in str(v["reason"])]  # the reason often joins the failures
         who = f"{e.run_label}: {e.name}" if with_run else e.name
         lines.append(f"{who}: {v['reason']}" + (f" (failures: {'; '.join(extra)})" if extra else ""))
     return lines
@@ -318,32 +329,34 @@ def stages_table(report: dict[str, Any]) -> Table:
 
 
 def measurement_table(run: Run) -> Table:
-    """Per benchmarked variant: the sample counts and spread behind its percentiles."""
+    """Per benchmarked variant: the sample counts and spread behind its percentiles (and peak memory)."""
+    benched = [e for e in run.entries if e.bench]
+    has_rss = any(is_num(e.bench.get("peak_rss_bytes")) for e in benched)
     rows = []
-    for e in run.entries:
+    for e in benched:
         b = e.bench
-        if not b:
-            continue
         lat = b["latency_ms"]
         ci = lat.get("p50_ci95")
         mean, std = lat.get("mean"), lat.get("std")
-        rows.append(
-            [
-                e.name,
-                str(b["scenario"]),
-                str(b["batch"]),
-                str(b.get("threads") if b.get("threads") is not None else "-"),
-                f"{b['warmup']:,}",
-                f"{b['queries']:,}",
-                f"{sig(mean)} ± {sig(std)}" if is_num(mean) and is_num(std) else "-",
-                f"[{sig(ci[0])}, {sig(ci[1])}]" if ci else "-",
-                fmt_fixed(b.get("cv"), 3),
-                "yes" if b.get("noisy") else "no",
-            ]
-        )
+        row = [
+            e.name,
+            str(b["scenario"]),
+            str(b["batch"]),
+            str(b.get("threads") if b.get("threads") is not None else "default"),
+            f"{b['warmup']:,}",
+            f"{b['queries']:,}",
+            f"{sig(mean)} ± {sig(std)}" if is_num(mean) and is_num(std) else "-",
+            f"[{sig(ci[0])}, {sig(ci[1])}]" if ci else "-",
+            fmt_fixed(b.get("cv"), 3),
+            "yes" if b.get("noisy") else "no",
+        ]
+        if has_rss:
+            row.append(fmt_bytes(b.get("peak_rss_bytes")))
+        rows.append(row)
     headers = ["variant", "scenario", "batch", "threads", "warm-up", "timed queries", "mean ± std ms"]
-    headers += ["p50 95% CI ms", "CV", "noisy"]
-    return Table(headers, rows, [False, False, True, True, True, True, True, True, True, False])
+    headers += ["p50 95% CI ms", "CV", "noisy"] + (["peak RSS"] if has_rss else [])
+    numeric = [False, False, True, True, True, True, True, True, True, False] + ([True] if has_rss else [])
+    return Table(headers, rows, numeric)
 
 
 # ---------------------------------------------------------------------------------------------- method notes
@@ -428,6 +441,11 @@ def measurement_notes(run: Run) -> list[str]:
         notes.append(f"Energy of {e.name}: {joules} J per inference ({label}; {en['method']}).{assumptions}")
     if benched and not with_energy:
         notes.append("No energy figure was recorded in this run.")
+    if any(is_num(e.bench.get("peak_rss_bytes")) for e in benched):
+        notes.append(
+            "Peak RSS = the largest resident memory of the benchmark process of the variant "
+            "(includes Python and the runtime, not only the model)."
+        )
     if any(is_num(e.variant.get("size_bytes")) for e in entries):
         notes.append("Size = bytes of the variant's model files on disk as packaged.")
     system = report.get("system") or {}
@@ -495,7 +513,7 @@ def facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     device = report.get("device")
     if device:
         profile = device.get("profile", "?")
-        rest = ", ".join(f"{k} {fmt_value(v)}" for k, v in device.items() if k != "profile" and v is not None)
+        rest = fmt_details({k: v for k, v in device.items() if k != "profile" and v is not None}, limit=300)
         out.append(("device", f"{profile}" + (f" ({rest})" if rest else "")))
     else:
         out.append(("device", "no device profile"))

@@ -262,9 +262,12 @@ class DeviceProfile(_Strict):
 
 
 def profile_dirs() -> list[Path]:
-    """Folders searched for profiles: ``$EFFDL_DEVICES_PATH`` entries first, then the source tree's devices/."""
+    """Folders searched for profiles: ``$EFFDL_DEVICES_PATH`` entries first, then the source tree's devices/,
+    then ``<prefix>/share/effdl/devices`` where a wheel install puts them (pyproject's data-files)."""
+    import sys
+
     dirs = [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
-    return [*dirs, PROFILE_DIR]
+    return [*dirs, PROFILE_DIR, Path(sys.prefix) / "share" / "effdl" / "devices"]
 
 
 def _profile_files() -> dict[str, Path]:

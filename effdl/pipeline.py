@@ -148,6 +148,9 @@ def compress(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"recipe targets produce the same variant twice: {dupes}")
+    from effdl.devices import load_profile, profile_for_host
+
+    profile = profile_for_host(unit="cpu") if recipe.device == "auto" else load_profile(recipe.device)
     rec = _Recorder(progress)
     with rec.stage("load", f"loading {checkpoint}") as d:
         loaded = load_checkpoint(checkpoint, arch=arch, factory=factory, task=recipe.task or task)
@@ -165,7 +168,7 @@ def compress(
         d["_summary"] = f"{loaded.format}, arch {loaded.arch or '-'}, task {task_name}"
     tmp = _prepare_output(out, force)
     try:
-        report = _run(loaded, task_obj, recipe, tmp, rec, progress, {"arch": arch, "factory": factory})
+        report = _run(loaded, task_obj, recipe, tmp, rec, progress, {"arch": arch, "factory": factory}, profile)
         _finalize_output(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +185,7 @@ def _run(
     rec: _Recorder,
     progress: Progress,
     source_args: dict[str, Any],
+    profile: Any,
 ) -> dict[str, Any]:
     models_dir = root / MODELS_DIR
     models_dir.mkdir()
@@ -193,14 +197,11 @@ def _run(
     # 1. FP32 reference on the held-out split.
     with rec.stage("baseline", "FP32 reference on the held-out split") as d:
         if loaded.kind == "torch":
-            from effdl.zoo.profile import count_macs, count_params
+            from effdl.zoo.profile import count_params
 
             ref_outputs = torch_outputs(loaded.module, task, held.inputs)
             source["parameters"] = count_params(loaded.module)
-            try:
-                source["macs"] = count_macs(loaded.module, task.example_inputs(1), task.input_names)
-            except Exception:  # some custom modules trip the FLOP counter; MACs are then unknown
-                source["macs"] = None
+            source["macs"] = source_macs(loaded, task)
             ref_backend = "torch"
         else:
             import onnxruntime as ort
@@ -312,7 +313,7 @@ def _run(
         "speedup": 1.0,
     }
     if recipe.benchmark.enabled:
-        _benchmark_all(loaded, task, recipe, root, scratch, reference, accepted, rec, progress, source_args)
+        _benchmark_all(loaded, task, recipe, root, scratch, reference, accepted, rec, progress, source_args, profile)
         for v in accepted:
             mv = next(x for x in manifest["variants"] if x["name"] == v.name)
             b = v.record["benchmark"]
@@ -328,7 +329,7 @@ def _run(
         _write_json(root / MANIFEST, manifest)
     shutil.rmtree(scratch, ignore_errors=True)
 
-    report = _report(loaded, task, recipe, source, rec.stages, reference, variants)
+    report = _report(loaded, task, recipe, source, rec.stages, reference, variants, profile)
     from effdl.report import write_report
 
     report["_files"] = {k: str(p) for k, p in write_report(report, root).items()}
@@ -416,6 +417,7 @@ def _benchmark_all(
     rec: _Recorder,
     progress: Progress,
     source_args: dict[str, Any],
+    profile: Any,
 ) -> None:
     from effdl.benchmark.worker import run_isolated, run_spec
 
@@ -436,6 +438,7 @@ def _benchmark_all(
         "threads": cfg.threads,
         "inputs_npz": str(inputs_npz),
         "input_names": list(task.input_names),
+        "device": None if recipe.device == "auto" else recipe.device,
     }
     with rec.stage("benchmark", "single-stream latency, each variant alone in a fresh process") as d:
         if loaded.kind == "torch":
@@ -460,6 +463,9 @@ def _benchmark_all(
             b.pop("runtime_info", None)
             v.record["benchmark"] = b
             v.record["speedup"] = ref_p50 / b["latency_ms"]["p50"] if b["latency_ms"]["p50"] > 0 else None
+        macs = source_macs(loaded, task)
+        for r in (reference, *(v.record for v in accepted)):
+            r["benchmark"]["roofline"] = _roofline(macs, r, profile)
         d["p50_ms"] = {
             reference["name"]: ref_p50,
             **{v.name: v.record["benchmark"]["latency_ms"]["p50"] for v in accepted},
@@ -524,7 +530,11 @@ def _report(
     stages: list[dict[str, Any]],
     reference: dict[str, Any],
     variants: list[_Variant],
+    profile: Any,
 ) -> dict[str, Any]:
+    from effdl.benchmark.system import report_system
+    from effdl.devices import report_json
+
     records = [reference, *(v.record for v in variants)]
     ok = [r for r in records if r["accepted"] and r.get("benchmark")]
     best = min(ok, key=lambda r: r["benchmark"]["latency_ms"]["p50"])["name"] if ok else None
@@ -537,8 +547,8 @@ def _report(
         "source": source,
         "recipe": recipe.model_dump(mode="json"),
         "task": task.describe(),
-        "system": _system_info(),
-        "device": None,
+        "system": report_system(),
+        "device": {"profile": profile.name, **report_json(profile)},
         "stages": stages,
         "reference": reference["name"],
         "variants": records,
@@ -546,15 +556,39 @@ def _report(
     }
 
 
-def _system_info() -> dict[str, Any]:
-    import platform
+def source_macs(loaded: LoadedModel, task: Task) -> int | None:
+    """MACs of one sample of the source model (None for ONNX inputs or modules the FLOP counter can't run)."""
+    if loaded.kind != "torch":
+        return None
+    from effdl.zoo.profile import count_macs
 
+    try:
+        return count_macs(loaded.module, task.example_inputs(1), task.input_names)
+    except Exception:  # some custom modules trip torch's FLOP counter; MACs are then unknown
+        return None
+
+
+def _roofline(macs: int | None, record: dict[str, Any], profile: Any) -> dict[str, Any]:
+    """Achieved ops/s from the model's MACs and p50 latency vs the profile's peak for the precision that ran."""
+    from effdl.devices import peak_ops
+
+    if macs is None:
+        return {"efficiency": None, "reason": "MACs unknown"}
+    b = record["benchmark"]
+    dtype = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "int8": "int8"}.get(record["precision"], "fp32")
+    # ONNX Runtime's int8 kernels use AVX-512 VNNI, not AMX: compare them with the vector peak.
+    variant = None if record["backend"] == "onnxruntime" else "best"
+    peak = peak_ops(profile, dtype, variant=variant)
+    achieved = 2.0 * macs * b["batch"] / (b["latency_ms"]["p50"] / 1e3)
+    if not peak:
+        return {"efficiency": None, "achieved_ops_per_s": achieved, "reason": f"no {dtype} peak in {profile.name}"}
     return {
-        "hostname": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
+        "efficiency": achieved / peak,
+        "achieved_ops_per_s": achieved,
+        "peak_ops_per_s": peak,
+        "dtype": dtype,
+        "method": f"2 x {macs} MACs x batch / p50 latency, vs {profile.name} {dtype} peak"
+        + (" (vector ISA, not AMX)" if variant is None else ""),
     }
 
 

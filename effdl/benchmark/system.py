@@ -144,3 +144,17 @@ class CpuSampler:
         wall, cpu = time.perf_counter() - self._t0, process_cpu_seconds() - self._c0
         self._t0 = None
         return CpuSample(cpu_s=cpu, wall_s=wall, cores=self.cores)
+
+
+def report_system(info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`system_info` in the report schema's shape (``cpu``, ``os`` and ``python`` as strings,
+    installed ``libraries`` by name); the detailed fields stay alongside."""
+    info = system_info() if info is None else info
+    os_info, py = info.get("os") or {}, info.get("python") or {}
+    return {
+        **{k: v for k, v in info.items() if k not in ("os", "python", "packages")},
+        "cpu": info.get("cpu_model"),
+        "os": os_info.get("platform") if isinstance(os_info, dict) else str(os_info),
+        "python": py.get("version") if isinstance(py, dict) else str(py),
+        "libraries": {k: v for k, v in (info.get("packages") or {}).items() if v},
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -18,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from effdl.benchmark.system import peak_rss_bytes
+from effdl.errors import EffdlError
 
 METHOD = (
     "single-stream: time.perf_counter around each synchronous call, batch {batch}, after {warmup} "
@@ -87,9 +89,29 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     data = np.load(spec["inputs_npz"])
     feeds = {k: data[k] for k in data.files}
     fn, info = _KINDS[spec["kind"]](spec, feeds)
-    lat = time_queries(fn, spec["warmup"], spec["queries"], spec.get("min_duration_s", 0.0))
+    meter, energy_error = None, None
+    try:
+        from effdl.benchmark.energy import choose_meter
+        from effdl.devices import load_profile, profile_for_host
+
+        profile = load_profile(spec["device"]) if spec.get("device") else profile_for_host(unit="cpu")
+        meter = choose_meter(profile)
+    except EffdlError as e:  # no sensor and no profile figures to estimate from
+        energy_error = e.message
+    for _ in range(spec["warmup"]):
+        fn()
+    if meter is not None:
+        meter.start()
+    lat = time_queries(fn, 0, spec["queries"], spec.get("min_duration_s", 0.0))
+    reading = meter.stop() if meter is not None else None
     batch = len(next(iter(feeds.values())))
     result = summarize(lat, batch=batch)
+    if reading is not None:
+        energy = reading.to_json(len(lat) * batch)
+    else:
+        from effdl.benchmark.energy import unavailable_json
+
+        energy = unavailable_json(energy_error or "no meter")
     threads = info.get("threads") or spec.get("threads") or "runtime-default"
     result.update(
         {
@@ -98,9 +120,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             "threads": spec.get("threads"),
             "warmup": spec["warmup"],
             "method": METHOD.format(batch=batch, warmup=spec["warmup"], threads=threads),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
             "runtime_info": info,
-            "energy": None,
+            "energy": energy,
         }
     )
     return result

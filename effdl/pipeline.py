@@ -215,9 +215,10 @@ def _run(
         d["_summary"] = f"{task.metric.name} {ref_metric:.2f}{task.metric.unit} on {len(held)} held-out samples"
 
     # 2. Torch stages, then export.
-    ctx = StageContext(task, models_dir, progress=progress.say)
+    ctx = StageContext(task, models_dir, progress=progress.say, teacher=loaded.module)
     staged = recipe.stage_configs()
     model = ModelArtifact("fp32", loaded.kind, module=loaded.module, path=loaded.onnx_path, lineage=["source"])
+    torch_stages_ran = False
     for spec, cfg in staged:
         stage_cls = STAGES.get(spec.stage)
         if stage_cls.kind != "torch":
@@ -225,6 +226,13 @@ def _run(
         with rec.stage(spec.stage, stage_cls.summary) as d:
             model, details = stage_cls(cfg).apply(model, ctx, "fp32")
             d.update(details)
+            d["after"] = _torch_effect(model.module, task, held, ref_metric)
+            a = d["after"]
+            d["_summary"] = (
+                f"{task.metric.name} {a['metric']:.2f}{task.metric.unit} (drop {a['metric_drop']:.2f}), "
+                f"{a['parameters']:,} params, {a['macs'] or 0:,} MACs"
+            )
+        torch_stages_ran = True
     fp32_path = models_dir / "fp32.onnx"
     with rec.stage("export", "export to ONNX and check against torch") as d:
         if loaded.kind == "torch":
@@ -234,7 +242,7 @@ def _run(
                 task,
                 fp32_path,
                 recipe.export,
-                exported_program=loaded.meta.get("exported"),
+                exported_program=None if torch_stages_ran else loaded.meta.get("exported"),
                 metadata=meta,
             )
             d.update(check_export(model.module, task, fp32_path, recipe.export))
@@ -553,6 +561,24 @@ def _report(
         "reference": reference["name"],
         "variants": records,
         "summary": {"best": best, "notes": []},
+    }
+
+
+def _torch_effect(module: Any, task: Task, held: Any, ref_metric: float) -> dict[str, Any]:
+    """A torch stage's effect: held-out metric (and drop vs the reference), parameters and MACs after it."""
+    from effdl.zoo.profile import count_macs, count_params
+
+    metric = task.score(torch_outputs(module, task, held.inputs), held.targets)
+    try:
+        macs: int | None = count_macs(module, task.example_inputs(1), task.input_names)
+    except Exception:  # some modules trip torch's FLOP counter; MACs are then unknown
+        macs = None
+    return {
+        "metric": metric,
+        "metric_drop": _metric_drop(task, ref_metric, metric),
+        "parameters": count_params(module),
+        "macs": macs,
+        "samples": len(held),
     }
 
 

@@ -53,3 +53,74 @@ class Digits(Task):
 
     def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
         return classification_accuracy(outputs, targets)
+
+
+SHAPE_CLASSES: tuple[str, ...] = ("disc", "ring", "square", "diamond", "triangle", "cross")
+
+
+def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator, noise: float = 0.15) -> np.ndarray:
+    """RGB images (N, 3, size, size) in [0, 1] of one shape each, class ``labels[i]`` of :data:`SHAPE_CLASSES`.
+
+    Each image has a random background colour, a random foreground colour at least 0.35 away from it
+    (max-norm), a random centre and radius, and Gaussian pixel noise of standard deviation ``noise``.
+    """
+    n = len(labels)
+    r = rng.uniform(0.18, 0.36, n) * size
+    cx = rng.uniform(0.3, 0.7, n) * size
+    cy = rng.uniform(0.3, 0.7, n) * size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dx = xx[None] - cx[:, None, None]
+    dy = yy[None] - cy[:, None, None]
+    rr = r[:, None, None]
+    dist = np.sqrt(dx**2 + dy**2)
+    masks = {
+        "disc": dist < rr,
+        "ring": (dist < rr) & (dist > 0.55 * rr),
+        "square": np.maximum(np.abs(dx), np.abs(dy)) < 0.8 * rr,
+        "diamond": np.abs(dx) + np.abs(dy) < 1.1 * rr,
+        "triangle": (dy < 0.8 * rr) & (np.abs(dx) < 0.55 * (dy + rr)),
+        "cross": ((np.abs(dx) < 0.3 * rr) & (np.abs(dy) < rr)) | ((np.abs(dy) < 0.3 * rr) & (np.abs(dx) < rr)),
+    }
+    mask = np.zeros((n, size, size), dtype=bool)
+    for k, cls in enumerate(SHAPE_CLASSES):
+        sel = labels == k
+        mask[sel] = masks[cls][sel]
+    bg = rng.uniform(0.0, 1.0, (n, 3))
+    fg = rng.uniform(0.0, 1.0, (n, 3))
+    # Push foreground colours that are too close to the background away from it, so every shape is visible.
+    close = np.abs(fg - bg).max(1) < 0.35
+    fg[close] = np.where(bg[close] > 0.5, bg[close] - 0.5, bg[close] + 0.5)
+    img = np.where(mask[:, None], fg[:, :, None, None], bg[:, :, None, None])
+    img = img + rng.normal(0.0, noise, img.shape)
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+@register_task
+class Shapes(Task):
+    """Procedurally generated RGB shape images (disc, ring, square, diamond, triangle, cross; 6 classes).
+
+    Options: ``size`` (default 32), ``n_train`` (default 4000), ``noise`` (default 0.15). Splits are
+    generated independently from ``seed``-derived streams: 200 calibration, 1000 held-out, ``n_train``
+    train. Inputs are standardised as ``(x - 0.5) / 0.3``.
+    """
+
+    name: ClassVar[str] = "shapes"
+    metric: ClassVar[MetricSpec] = MetricSpec("top1", "%", True)
+    input_names: ClassVar[tuple[str, ...]] = ("image",)
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    num_classes: ClassVar[int] = len(SHAPE_CLASSES)
+
+    def _make_splits(self) -> dict[SplitName, Split]:
+        size = int(self.options.get("size", 32))
+        noise = float(self.options.get("noise", 0.15))
+        sizes = {"train": int(self.options.get("n_train", 4000)), "calibration": 200, "heldout": 1000}
+        out: dict[SplitName, Split] = {}
+        for i, (split, n) in enumerate(sizes.items()):
+            rng = np.random.default_rng([self.seed, 101, i])
+            labels = rng.integers(0, self.num_classes, n).astype(np.int64)
+            images = (render_shapes(labels, size, rng, noise) - 0.5) / 0.3
+            out[split] = Split({"image": images.astype(np.float32)}, labels)  # type: ignore[index]
+        return out
+
+    def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
+        return classification_accuracy(outputs, targets)

@@ -3,6 +3,7 @@ torch on ONNX Runtime and OpenVINO (FP32) at batch 1 and 3. Plus checkpoint roun
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -19,14 +20,29 @@ RTOL = 1e-4
 FAMILIES = {"cnn", "rnn", "transformer", "moe", "generative", "gnn"}
 
 
-def export_onnx(module: torch.nn.Module, task, path: Path, opset: int = 18, dynamic_batch: bool = True) -> Path:
-    """torch -> ONNX with the dynamo exporter and a dynamic batch dimension on every input.
+@functools.cache
+def _task(name: str):
+    """Tasks are deterministic, so one instance per name serves every test (their data is generated once)."""
+    return get_task(name)
+
+
+def export_onnx(
+    module: torch.nn.Module, task, path: Path, opset: int = 18, dynamic_batch: bool = True, dynamo: bool = True
+) -> Path:
+    """torch -> ONNX with a dynamic batch dimension on every input (dynamo exporter, or TorchScript's).
 
     A local stand-in with the signature of the lead's ``effdl.export.export_onnx`` until that lands.
     """
     example = task.example_inputs(2)
     args = tuple(torch.from_numpy(example[n]) for n in task.input_names)
-    shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
+    if dynamo:
+        kw = {"dynamic_shapes": tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None}
+    else:
+        kw = {
+            "dynamic_axes": {n: {0: "batch"} for n in (*task.input_names, *task.output_names)}
+            if dynamic_batch
+            else None
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -36,11 +52,19 @@ def export_onnx(module: torch.nn.Module, task, path: Path, opset: int = 18, dyna
             input_names=list(task.input_names),
             output_names=list(task.output_names),
             opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=shapes,
+            dynamo=dynamo,
             verbose=False,
+            **kw,
         )
     return path
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # a correctness check; one thread avoids spin-wait thrash on a busy host
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _torch_outputs(model: torch.nn.Module, task, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -60,11 +84,10 @@ def test_registry_covers_every_family() -> None:
 
 @pytest.mark.parametrize("name", ZOO.names())
 def test_tiny_model_exports_and_matches_backends(name: str, tmp_path: Path) -> None:
-    import onnxruntime as ort
     import openvino as ov
 
     entry = get_model_entry(name)
-    task = get_task(entry.task, **entry.task_options)
+    task = _task(entry.task)
     torch.manual_seed(0)
     model = entry.build(**entry.tiny).eval()
 
@@ -80,9 +103,11 @@ def test_tiny_model_exports_and_matches_backends(name: str, tmp_path: Path) -> N
     )
 
     path = export_onnx(model, task, tmp_path / f"{name}.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = _ort_session(path)
     assert [i.name for i in sess.get_inputs()] == list(task.input_names)
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(
+        str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    )
     calib = task.split("calibration")
     for batch in (1, 3):
         feed = {k: v[:batch] for k, v in calib.inputs.items()}
@@ -98,6 +123,18 @@ def test_tiny_model_exports_and_matches_backends(name: str, tmp_path: Path) -> N
         for key, value in agreement.items():
             if key.endswith("agreement"):
                 assert value == pytest.approx(100.0), (key, value)
+
+
+@pytest.mark.parametrize("name", ZOO.names())
+def test_tiny_model_exports_with_torchscript_exporter(name: str, tmp_path: Path) -> None:
+    entry = get_model_entry(name)
+    task = _task(entry.task)
+    torch.manual_seed(0)
+    model = entry.build(**entry.tiny).eval()
+    path = export_onnx(model, task, tmp_path / f"{name}.onnx", dynamo=False)
+    feed = {k: v[:3] for k, v in task.split("calibration").inputs.items()}
+    for r, o in zip(_torch_outputs(model, task, feed), _ort_session(path).run(None, feed), strict=True):
+        np.testing.assert_allclose(o, r, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "gru_classifier", "moe_transformer", "gan"])
@@ -131,7 +168,7 @@ def test_training_is_reproducible() -> None:
 
 def test_training_improves_a_tiny_model() -> None:
     entry = get_model_entry("lstm_classifier")
-    untrained = evaluate_torch(entry.build(**entry.tiny), get_task(entry.task))
+    untrained = evaluate_torch(entry.build(**entry.tiny), _task(entry.task))
     trained = train_entry(entry, overrides={**entry.tiny, "hidden": 16}, epochs=3, seed=0).metric
     assert trained > untrained + 20.0, (untrained, trained)
 

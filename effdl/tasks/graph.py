@@ -16,10 +16,10 @@ def sbm_graphs(
     rng: np.random.Generator,
     nodes: int = 32,
     communities: int = 4,
-    p_in: float = 0.3,
-    p_out: float = 0.04,
+    p_in: float = 0.6,
+    p_out: float = 0.05,
     features: int = 8,
-    signal: float = 0.7,
+    signal: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stochastic-block-model graphs: node features, 0/1 symmetric adjacency (no self loops), node labels.
 
@@ -40,8 +40,8 @@ def sbm_graphs(
 class SBMNodes(Task):
     """Node classification on stochastic-block-model graphs (one fixed-size graph per sample).
 
-    Each sample is a graph of ``nodes`` (default 32) nodes in 4 communities (edge probability 0.3
-    inside, 0.04 across) with 8 noisy node features. Inputs: ``x`` ``(batch, nodes, 8)`` float32 and
+    Each sample is a graph of ``nodes`` (default 32) nodes in 4 communities (edge probability 0.6
+    inside, 0.05 across) with 8 noisy node features. Inputs: ``x`` ``(batch, nodes, 8)`` float32 and
     ``adj`` ``(batch, nodes, nodes)`` float32 0/1 symmetric adjacency without self loops (models normalise
     it themselves). Target: each node's community. Metric: node accuracy (percent). Splits: 100
     calibration, 300 held-out, ``n_train`` (default 2000) train graphs, from independent ``seed`` streams.

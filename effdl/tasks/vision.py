@@ -69,30 +69,35 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator, noise
     cx = rng.uniform(0.3, 0.7, n) * size
     cy = rng.uniform(0.3, 0.7, n) * size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    dx = xx[None] - cx[:, None, None]
-    dy = yy[None] - cy[:, None, None]
-    rr = r[:, None, None]
-    dist = np.sqrt(dx**2 + dy**2)
-    masks = {
-        "disc": dist < rr,
-        "ring": (dist < rr) & (dist > 0.55 * rr),
-        "square": np.maximum(np.abs(dx), np.abs(dy)) < 0.8 * rr,
-        "diamond": np.abs(dx) + np.abs(dy) < 1.1 * rr,
-        "triangle": (dy < 0.8 * rr) & (np.abs(dx) < 0.55 * (dy + rr)),
-        "cross": ((np.abs(dx) < 0.3 * rr) & (np.abs(dy) < rr)) | ((np.abs(dy) < 0.3 * rr) & (np.abs(dx) < rr)),
-    }
     mask = np.zeros((n, size, size), dtype=bool)
     for k, cls in enumerate(SHAPE_CLASSES):
         sel = labels == k
-        mask[sel] = masks[cls][sel]
-    bg = rng.uniform(0.0, 1.0, (n, 3))
-    fg = rng.uniform(0.0, 1.0, (n, 3))
+        dx = xx[None] - cx[sel, None, None]
+        dy = yy[None] - cy[sel, None, None]
+        rr = r[sel, None, None]
+        if cls == "disc":
+            m = dx**2 + dy**2 < rr**2
+        elif cls == "ring":
+            d2 = dx**2 + dy**2
+            m = (d2 < rr**2) & (d2 > (0.55 * rr) ** 2)
+        elif cls == "square":
+            m = np.maximum(np.abs(dx), np.abs(dy)) < 0.8 * rr
+        elif cls == "diamond":
+            m = np.abs(dx) + np.abs(dy) < 1.1 * rr
+        elif cls == "triangle":
+            m = (dy < 0.8 * rr) & (np.abs(dx) < 0.55 * (dy + rr))
+        else:  # cross
+            ax, ay = np.abs(dx), np.abs(dy)
+            m = ((ax < 0.3 * rr) & (ay < rr)) | ((ay < 0.3 * rr) & (ax < rr))
+        mask[sel] = m
+    bg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
+    fg = rng.uniform(0.0, 1.0, (n, 3)).astype(np.float32)
     # Push foreground colours that are too close to the background away from it, so every shape is visible.
     close = np.abs(fg - bg).max(1) < 0.35
     fg[close] = np.where(bg[close] > 0.5, bg[close] - 0.5, bg[close] + 0.5)
     img = np.where(mask[:, None], fg[:, :, None, None], bg[:, :, None, None])
-    img = img + rng.normal(0.0, noise, img.shape)
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise)
+    return np.clip(img, 0.0, 1.0, out=img)
 
 
 @register_task

@@ -55,7 +55,7 @@ class GraphNet(nn.Module):
         layer: str = "gcn",
         in_features: int = 8,
         hidden: int = 32,
-        layers: int = 2,
+        layers: int = 3,
         num_classes: int = 4,
         dropout: float = 0.1,
     ) -> None:
@@ -84,12 +84,12 @@ class GraphNet(nn.Module):
     "gcn",
     family="gnn",
     task="sbm_nodes",
-    defaults={"in_features": 8, "hidden": 32, "layers": 2, "num_classes": 4},
+    defaults={"in_features": 8, "hidden": 32, "layers": 3, "num_classes": 4},
     tiny={"hidden": 8},
-    train=TrainRecipe(epochs=15, lr=1e-2, batch_size=32),
+    train=TrainRecipe(epochs=20, lr=1e-2, batch_size=32),
 )
-def gcn(in_features: int = 8, hidden: int = 32, layers: int = 2, num_classes: int = 4) -> nn.Module:
-    """Graph convolutional network (2 GCN layers) for node classification."""
+def gcn(in_features: int = 8, hidden: int = 32, layers: int = 3, num_classes: int = 4) -> nn.Module:
+    """Graph convolutional network (3 GCN layers) for node classification."""
     return GraphNet("gcn", in_features, hidden, layers, num_classes)
 
 
@@ -97,10 +97,10 @@ def gcn(in_features: int = 8, hidden: int = 32, layers: int = 2, num_classes: in
     "graphsage",
     family="gnn",
     task="sbm_nodes",
-    defaults={"in_features": 8, "hidden": 32, "layers": 2, "num_classes": 4},
+    defaults={"in_features": 8, "hidden": 32, "layers": 3, "num_classes": 4},
     tiny={"hidden": 8},
-    train=TrainRecipe(epochs=15, lr=1e-2, batch_size=32),
+    train=TrainRecipe(epochs=20, lr=1e-2, batch_size=32),
 )
-def graphsage(in_features: int = 8, hidden: int = 32, layers: int = 2, num_classes: int = 4) -> nn.Module:
-    """GraphSAGE network (2 mean-aggregator layers) for node classification."""
+def graphsage(in_features: int = 8, hidden: int = 32, layers: int = 3, num_classes: int = 4) -> nn.Module:
+    """GraphSAGE network (3 mean-aggregator layers) for node classification."""
     return GraphNet("sage", in_features, hidden, layers, num_classes)

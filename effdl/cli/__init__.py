@@ -54,9 +54,12 @@ def backends_cmd() -> None:
 
 
 def _mount() -> None:
-    from effdl.cli import zoo
+    from effdl.cli import compress, devices, report, zoo
 
+    app.command("compress")(compress.compress_cmd)
+    app.command("report")(report.report_cmd)
     app.add_typer(zoo.app, name="zoo")
+    app.add_typer(devices.app, name="devices")
 
 
 _mount()

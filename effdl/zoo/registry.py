@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 from effdl.registry import Registry
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
+
+    from effdl.tasks import Task
+
+#: ``train_fn(model, task, recipe, epochs, rng, progress)`` trains ``model`` in place on ``task``'s train
+#: split; ``progress(epoch, epochs, loss)`` is called after every epoch (it may be None).
+TrainFn = Callable[
+    ["nn.Module", "Task", "TrainRecipe", int, "np.random.Generator", "Callable[[int, int, float], None] | None"], None
+]
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,8 @@ class TrainRecipe:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
+    grad_clip: float | None = None
+    """Clip the gradients' global L2 norm to this value (None: no clipping)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class ZooEntry:
     train: TrainRecipe = TrainRecipe()
     description: str = ""
     task_options: dict[str, Any] = field(default_factory=dict)
+    train_fn: TrainFn | None = None
+    """Custom training loop (e.g. adversarial training of a GAN); None uses the generic supervised loop."""
 
     def build(self, **overrides: Any) -> nn.Module:
         """Instantiate with the default config updated by ``overrides``."""
@@ -46,7 +59,7 @@ class ZooEntry:
 
 
 def _load_builtin() -> None:
-    from effdl.zoo import cnn  # noqa: F401
+    from effdl.zoo import cnn, generative, gnn, moe, rnn, transformer  # noqa: F401  (register their models)
 
 
 ZOO: Registry[ZooEntry] = Registry("zoo model", _load_builtin)
@@ -62,6 +75,7 @@ def register_model(
     train: TrainRecipe | None = None,
     description: str = "",
     task_options: dict[str, Any] | None = None,
+    train_fn: TrainFn | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a model factory in the zoo."""
 
@@ -78,6 +92,7 @@ def register_model(
                 train=train or TrainRecipe(),
                 description=description or (factory.__doc__ or "").strip().splitlines()[0],
                 task_options=dict(task_options or {}),
+                train_fn=train_fn,
             ),
         )
         return factory

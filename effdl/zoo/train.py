@@ -54,11 +54,33 @@ def train_entry(
     task = get_task(entry.task, **entry.task_options)
     recipe: TrainRecipe = entry.train
     n_epochs = recipe.epochs if epochs is None else epochs
+    start = time.perf_counter()
+    if entry.train_fn is not None:
+        entry.train_fn(model, task, recipe, n_epochs, rng, progress)
+    else:
+        supervised_loop(model, task, recipe, n_epochs, rng, progress)
+    metric = evaluate_torch(model, task)
+    return TrainResult(model.eval(), task, config, metric, time.perf_counter() - start, n_epochs)
+
+
+def supervised_loop(
+    model: torch.nn.Module,
+    task: Task,
+    recipe: TrainRecipe,
+    n_epochs: int,
+    rng: np.random.Generator,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> None:
+    """The generic loop: AdamW with a one-cycle schedule on ``task.loss`` of the train split.
+
+    A model may add a regulariser (a VAE's KL term, an MoE's load-balancing loss) by defining
+    ``extra_loss()``, called after each forward pass in training mode and added to the task loss.
+    """
     data = task.split("train")
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, -(-len(data) // recipe.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(1, n_epochs * steps_per_epoch))
-    start = time.perf_counter()
+    extra_loss = getattr(model, "extra_loss", None)
     for epoch in range(n_epochs):
         model.train()
         order = rng.permutation(len(data))
@@ -68,12 +90,14 @@ def train_entry(
             inputs = [torch.from_numpy(data.inputs[n][idx]) for n in task.input_names]
             targets = torch.from_numpy(data.targets[idx]) if data.targets is not None else None
             loss = task.loss(model(*inputs), targets)  # type: ignore[arg-type]
+            if callable(extra_loss):
+                loss = loss + extra_loss()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
         if progress:
             progress(epoch + 1, n_epochs, total / len(order))
-    metric = evaluate_torch(model, task)
-    return TrainResult(model.eval(), task, config, metric, time.perf_counter() - start, n_epochs)

@@ -74,6 +74,8 @@ class Backend(ABC):
     distribution: ClassVar[str]  # the PyPI distribution that provides it
     install_hint: ClassVar[str]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # What compile() starts from: "onnx" (compile(onnx_path, ...)) or "torch" (the backend's compile_torch).
+    source: ClassVar[str] = "onnx"
 
     @classmethod
     def availability(cls) -> Availability:

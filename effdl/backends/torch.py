@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from effdl.backends.base import Availability, Backend, Compiled, TensorSpec
+from effdl.backends.base import Availability, Backend, Compiled, TensorSpec, check_feeds
 from effdl.errors import BackendUnavailableError, InputError
 
 MODES = ("eager", "compile")
@@ -192,29 +192,6 @@ def _flatten(out: Any, output_names: tuple[str, ...]) -> list[Any]:
             flat.extend(_flatten(o, output_names) if not isinstance(o, torch.Tensor) else [o])
         return flat
     raise InputError(f"torch backend: the model returned {type(out).__name__}; expected tensors")
-
-
-def check_feeds(inputs: list[TensorSpec], feeds: dict[str, np.ndarray], who: str) -> None:
-    """Raise :class:`InputError` naming the tensor when feeds miss an input, add one, or mismatch dtype/shape."""
-    names = [s.name for s in inputs]
-    missing = [n for n in names if n not in feeds]
-    extra = sorted(set(feeds) - set(names))
-    if missing or extra:
-        raise InputError(
-            f"{who}: inputs must be exactly {', '.join(names)}"
-            + (f"; missing {', '.join(missing)}" if missing else "")
-            + (f"; unknown {', '.join(extra)}" if extra else "")
-        )
-    for spec in inputs:
-        a = feeds[spec.name]
-        if not isinstance(a, np.ndarray):
-            raise InputError(f"{who}: input {spec.name!r} must be a numpy array, got {type(a).__name__}")
-        if a.dtype.name != spec.dtype:
-            raise InputError(f"{who}: input {spec.name!r} has dtype {a.dtype.name}, expected {spec.dtype}")
-        if a.ndim != len(spec.shape) or any(
-            isinstance(d, int) and d != s for d, s in zip(spec.shape, a.shape, strict=False)
-        ):
-            raise InputError(f"{who}: input {spec.name!r} has shape {list(a.shape)}, expected {list(spec.shape)}")
 
 
 class _CudaGraphCall:

@@ -477,7 +477,7 @@ class TensorRTRunner:
         for n in names:
             try:
                 dt = np.dtype(trt.nptype(engine.get_tensor_dtype(n)))
-            except TypeError:
+            except (TypeError, KeyError):  # e.g. BF16 / FP8 I/O, which numpy lacks
                 raise BackendUnavailableError(
                     f"tensorrt: tensor {n!r} has type {engine.get_tensor_dtype(n)}, which numpy cannot hold"
                 ) from None

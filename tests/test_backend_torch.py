@@ -137,6 +137,7 @@ def test_bf16_within_bf16_tolerance(conv_pkg: tuple[nn.Module, Path, Compiled]) 
     assert runner.info["precision"] == "bf16"
 
 
+@pytest.mark.slow  # Inductor's first compile takes 20-40 s on 2 busy cores (about 4 s with a warm cache)
 def test_compile_mode_matches_eager(tmp_path: Path) -> None:
     m, ex = _mlp()
     compiled = TorchBackend().compile_torch(

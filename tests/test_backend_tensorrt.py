@@ -28,6 +28,7 @@ from effdl.backends.tensorrt import (
     cuda_gpu_identity,
     describe_parser_error,
     optimization_profile,
+    ort_tensorrt_provider_options,
     parse_device,
 )
 from effdl.errors import BackendUnavailableError, InputError
@@ -203,6 +204,24 @@ def test_builder_flags() -> None:
         builder_flags(p({"precision": "fp16"}), has_qdq=True)
     with pytest.raises(InputError, match="'fp16' only adds FP16 fallback to int8"):
         builder_flags(p({"precision": "fp32", "fp16": True}), has_qdq=False)
+
+
+def test_onnxruntime_tensorrt_provider_options(tmp_path: Path) -> None:
+    inputs = [("image", (-1, 3, 32, 32)), ("ids", (-1, -1))]
+    shapes = {"ids": {"min": [1, 1], "opt": [4, 64], "max": [8, 256]}}
+    opts = {"precision": "fp16", "max_batch": 8, "opt_batch": 4, "shapes": shapes, "workspace_mb": 256}
+    po = ort_tensorrt_provider_options(inputs, opts, tmp_path, device_id=1)
+    assert po["device_id"] == "1" and po["trt_fp16_enable"] == "True" and "trt_int8_enable" not in po
+    assert po["trt_engine_cache_path"] == str(tmp_path) and po["trt_timing_cache_enable"] == "True"
+    assert po["trt_max_workspace_size"] == str(256 << 20)
+    assert po["trt_profile_min_shapes"] == "image:1x3x32x32,ids:1x1"
+    assert po["trt_profile_opt_shapes"] == "image:4x3x32x32,ids:4x64"
+    assert po["trt_profile_max_shapes"] == "image:8x3x32x32,ids:8x256"
+    po = ort_tensorrt_provider_options([("x", (1, 8))], {"precision": "int8", "sparse_weights": True}, tmp_path)
+    assert po["trt_int8_enable"] == "True" and po["trt_sparsity_enable"] == "True"
+    assert "trt_profile_min_shapes" not in po
+    with pytest.raises(InputError, match="only supported by effdl's native tensorrt backend"):
+        ort_tensorrt_provider_options([("x", (1, 8))], {"precision": "bf16"}, tmp_path)
 
 
 # --- engine compatibility ------------------------------------------------------------------------------

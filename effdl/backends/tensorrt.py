@@ -422,6 +422,46 @@ def describe_parser_error(err: Any) -> str:
     return (f"{prefix}: " if prefix else "") + (f"[{code_s}] " if code_s else "") + str(desc)
 
 
+def ort_tensorrt_provider_options(
+    inputs: list[tuple[str, tuple[int, ...]]], options: dict[str, Any] | None, cache_dir: Path, device_id: int = 0
+) -> dict[str, str]:
+    """Provider options for ONNX Runtime's ``TensorrtExecutionProvider`` from effdl's TensorRT build options.
+
+    The second route to TensorRT: ORT partitions the graph, hands what TensorRT supports to it and runs the
+    rest on CUDA. The same ``precision`` / batch / ``shapes`` / ``sparse_weights`` options as the native
+    backend map onto ORT's ``trt_*`` options; engines and the timing cache go to ``cache_dir``. ``inputs``
+    are (name, shape) with -1 for dynamic dimensions (``onnxruntime`` reports them as strings or None).
+    """
+    opts = BuildOptions.parse(options)
+    if opts.precision == "bf16" or opts.hardware_compatibility != "none" or opts.version_compatible:
+        raise InputError(
+            "tensorrt via onnxruntime: precision bf16, hardware_compatibility and version_compatible are only "
+            "supported by effdl's native tensorrt backend"
+        )
+    provider: dict[str, str] = {
+        "device_id": str(device_id),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True" if opts.timing_cache else "False",
+        "trt_timing_cache_path": str(cache_dir),
+    }
+    if opts.precision == "fp16" or opts.fp16:
+        provider["trt_fp16_enable"] = "True"
+    if opts.precision == "int8":
+        provider["trt_int8_enable"] = "True"  # a QDQ model carries its own scales: no calibration table
+    if opts.sparse_weights:
+        provider["trt_sparsity_enable"] = "True"
+    if opts.workspace_mb:
+        provider["trt_max_workspace_size"] = str(opts.workspace_mb << 20)
+    if opts.optimization_level is not None:
+        provider["trt_builder_optimization_level"] = str(opts.optimization_level)
+    profile = optimization_profile(inputs, opts)
+    if profile:
+        for i, key in enumerate(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")):
+            provider[key] = ",".join(f"{n}:{'x'.join(map(str, shapes[i]))}" for n, shapes in profile.items())
+    return provider
+
+
 # --- TensorRT objects (imported lazily) -------------------------------------------------------------
 
 

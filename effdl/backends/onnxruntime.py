@@ -49,9 +49,12 @@ class OnnxRuntimeBackend(Backend):
     def compile(self, onnx_path: Path, out_dir: Path, name: str, options: dict[str, Any]) -> Compiled:
         import onnxruntime as ort
 
-        dest = out_dir / f"{name}.onnx"
-        if Path(onnx_path).resolve() != dest.resolve():
-            shutil.copyfile(onnx_path, dest)
+        src = Path(onnx_path)
+        if src.parent.resolve() == Path(out_dir).resolve():
+            dest = src  # already in the package: ORT runs the ONNX file itself, no second copy
+        else:
+            dest = Path(out_dir) / f"{name}.onnx"
+            shutil.copyfile(src, dest)
         return Compiled([dest.name], {"format": "onnx", "onnxruntime_version": ort.__version__})
 
     def load(

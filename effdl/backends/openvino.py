@@ -110,7 +110,8 @@ class OpenVinoBackend(Backend):
         model = core.read_model(str(root / compiled.files[0]))
         cm = core.compile_model(model, ov_device, config)
         try:
-            ran = str(cm.get_property("INFERENCE_PRECISION_HINT"))
+            prop = cm.get_property("INFERENCE_PRECISION_HINT")
+            ran = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
         except Exception:  # property not exposed by every plugin
             ran = hint
         info = {

@@ -54,8 +54,9 @@ def backends_cmd() -> None:
 
 
 def _mount() -> None:
-    from effdl.cli import zoo
+    from effdl.cli import compress, zoo
 
+    app.command("compress")(compress.compress_cmd)
     app.add_typer(zoo.app, name="zoo")
 
 

@@ -141,6 +141,8 @@ def test_build_options_defaults_and_errors() -> None:
     assert (o.precision, o.min_batch, o.opt_batch, o.max_batch, o.timing_cache) == (None, 1, 1, 64, True)
     o = BuildOptions.parse({"precision": "FP16", "min_batch": 2, "opt_batch": 8, "max_batch": 32, "workspace_mb": 512})
     assert (o.precision, o.min_batch, o.opt_batch, o.max_batch, o.workspace_mb) == ("fp16", 2, 8, 32, 512)
+    assert BuildOptions.parse({"timing_cache": "/cache/trt.cache"}).timing_cache == "/cache/trt.cache"
+    assert BuildOptions.parse({"timing_cache": False}).timing_cache is False
     bad = [
         ({"precison": "fp16"}, "unknown option.*'precison'"),
         ({"precision": "int4"}, "'precision' must be one of"),
@@ -149,6 +151,7 @@ def test_build_options_defaults_and_errors() -> None:
         ({"max_batch": True}, "'max_batch' must be a positive integer"),
         ({"sparse_weights": "yes"}, "'sparse_weights' must be true or false"),
         ({"optimization_level": 7}, "'optimization_level' must be an integer 0..5"),
+        ({"timing_cache": 1}, "'timing_cache' must be true, false or a file path"),
         ({"hardware_compatibility": "all"}, "'hardware_compatibility' must be one of"),
         ({"shapes": {"x": {"min": [1, 3]}}}, "shapes.x must have exactly the keys min, opt, max"),
         ({"shapes": {"x": {"min": [1, 3], "opt": [2, 3], "max": [1, 3]}}}, "min <= opt <= max"),

@@ -161,7 +161,7 @@ class BuildOptions:
     max_batch: int = 64
     shapes: dict[str, dict[str, Shape]] = field(default_factory=dict)
     workspace_mb: int | None = None
-    timing_cache: bool = True
+    timing_cache: bool | str = True  # True: OUT_DIR/tensorrt.timing.cache; a str: that file; False: none
     optimization_level: int | None = None
     hardware_compatibility: str = "none"
     version_compatible: bool = False
@@ -183,7 +183,7 @@ class BuildOptions:
                     f"tensorrt: option 'precision' must be one of {', '.join(PRECISIONS)}, got {precision!r}"
                 )
         flags = {}
-        for key in ("fp16", "sparse_weights", "timing_cache", "version_compatible"):
+        for key in ("fp16", "sparse_weights", "version_compatible"):
             value = options.get(key, getattr(cls, key))
             if not isinstance(value, bool):
                 raise InputError(f"tensorrt: option {key!r} must be true or false, got {value!r}")
@@ -196,6 +196,9 @@ class BuildOptions:
                 "tensorrt: options must satisfy min_batch <= opt_batch <= max_batch, got "
                 f"{ints['min_batch']}, {ints['opt_batch']}, {ints['max_batch']}"
             )
+        cache = options.get("timing_cache", True)
+        if not isinstance(cache, (bool, str)) or cache == "":
+            raise InputError(f"tensorrt: option 'timing_cache' must be true, false or a file path, got {cache!r}")
         workspace = options.get("workspace_mb")
         workspace = None if workspace is None else _positive_int(workspace, "workspace_mb")
         level = options.get("optimization_level")
@@ -213,7 +216,7 @@ class BuildOptions:
             max_batch=ints["max_batch"],
             shapes=_parse_shapes(options.get("shapes") or {}),
             workspace_mb=workspace,
-            timing_cache=flags["timing_cache"],
+            timing_cache=cache,
             optimization_level=level,
             hardware_compatibility=hw,
             version_compatible=flags["version_compatible"],
@@ -475,19 +478,30 @@ def _import_trt() -> Any:
     return trt
 
 
+_LOGGER: Any = None
+
+
 def _make_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that keeps warnings and errors, so failures can be reported with TensorRT's words."""
+    """A ``trt.ILogger`` that keeps warnings and errors, so failures can be reported with TensorRT's words.
 
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
+    One instance per process, emptied on each call: TensorRT releases before 10 required every builder and
+    runtime of a process to share one logger.
+    """
+    global _LOGGER
+    if _LOGGER is None:
 
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
-                self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
+        class _Logger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.messages: list[str] = []
 
-    return _Logger()
+            def log(self, severity: Any, msg: str) -> None:
+                if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
+                    self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
+
+        _LOGGER = _Logger()
+    _LOGGER.messages.clear()
+    return _LOGGER
 
 
 def _errors(logger: Any, last: int = 20) -> str:
@@ -657,13 +671,15 @@ class TensorRTBackend(Backend):
                 p.set_shape(n, lo, mid, hi)
             config.add_optimization_profile(p)
         out_dir.mkdir(parents=True, exist_ok=True)
-        cache_path = out_dir / TIMING_CACHE
+        cache_path = out_dir / TIMING_CACHE if opts.timing_cache is True else Path(str(opts.timing_cache))
         cache_hit = False
         if opts.timing_cache:
             data = cache_path.read_bytes() if cache_path.is_file() else b""
-            cache_hit = bool(data)
-            cache = config.create_timing_cache(data)
-            config.set_timing_cache(cache, ignore_mismatch=False)
+            cache = config.create_timing_cache(data) if data else None
+            # a cache from another GPU or TensorRT release is refused; then start from an empty one
+            cache_hit = cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+            if not cache_hit:
+                config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
         t0 = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
@@ -676,7 +692,8 @@ class TensorRTBackend(Backend):
             f.write(serialized)
         tmp.replace(engine_path)
         if opts.timing_cache:
-            tmp = out_dir / f".{TIMING_CACHE}.partial"
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_name(f".{cache_path.name}.partial")
             with open(tmp, "wb") as f:
                 f.write(config.get_timing_cache().serialize())
             tmp.replace(cache_path)
@@ -693,7 +710,9 @@ class TensorRTBackend(Backend):
             "version_compatible": opts.version_compatible,
             "optimization_level": opts.optimization_level,
             "workspace_mb": opts.workspace_mb,
-            "timing_cache": TIMING_CACHE if opts.timing_cache else None,
+            "timing_cache": (TIMING_CACHE if opts.timing_cache is True else str(cache_path))
+            if opts.timing_cache
+            else None,
             "timing_cache_reused": cache_hit,
             "build_seconds": round(build_s, 3),
             "builder_warnings": [m for m in logger.messages if m.startswith("WARNING")][-20:],

@@ -160,6 +160,17 @@ def test_max_batch_is_recorded_and_enforced(tmp_path: Path) -> None:
         runner.run(_feeds(np.random.default_rng(0), ex, 5))
 
 
+def test_compile_from_an_exported_module(conv_pkg: tuple[nn.Module, Path, Compiled], tmp_path: Path) -> None:
+    m, out, _ = conv_pkg  # e.g. a .pt2 checkpoint: its module refuses .eval()
+    exported = torch.export.load(str(out / "conv.pt2")).module()
+    compiled = TorchBackend().compile_torch(
+        exported, {"x": np.zeros((1, 1, 8, 8), np.float32)}, ("x",), ("logits",), tmp_path, "again", {}
+    )
+    feeds = _feeds(np.random.default_rng(4), {"x": np.zeros((1, 1, 8, 8))}, 2)
+    got = TorchBackend().load(tmp_path, compiled).run(feeds)[0]
+    np.testing.assert_allclose(got, _eager(m, feeds, ("x",))[0], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

@@ -363,7 +363,10 @@ class TorchBackend(Backend):
             if sizes == {1}:
                 arrays = [np.concatenate([a, a]) for a in arrays]
             batch = torch.export.Dim("batch", min=1, max=max_batch) if max_batch else torch.export.Dim("batch", min=1)
-        module = module.eval()
+        try:
+            module = module.eval()
+        except NotImplementedError:  # a module from torch.export (e.g. a .pt2 checkpoint) is already in eval form
+            pass
         args = tuple(torch.from_numpy(a) for a in arrays)
         dynamic_shapes = tuple({0: batch} for _ in args) if dynamic else None
         try:
@@ -377,9 +380,11 @@ class TorchBackend(Backend):
                 f"torch backend: the model returns {len(outs)} outputs but output_names has {len(output_names)}"
             )
 
+        traced_batch = int(args[0].shape[0]) if dynamic and args else None
+
         def spec(n: str, t: Any, dtype: str) -> TensorSpec:
             shape: tuple[int | None, ...] = tuple(int(d) for d in t.shape)
-            if dynamic and shape:
+            if dynamic and shape and shape[0] == traced_batch:
                 shape = (None, *shape[1:])
             return TensorSpec(n, dtype, shape)
 

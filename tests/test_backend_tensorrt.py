@@ -65,6 +65,10 @@ def test_compile_and_load_without_tensorrt_refuse(tmp_path: Path) -> None:
         TensorRTBackend().load(tmp_path, Compiled(["m.engine"], {}), device="cuda")
     with pytest.raises(InputError, match="CUDA GPU only"):
         TensorRTBackend().load(tmp_path, Compiled(["m.engine"], {}), device="cpu")
+    with pytest.raises(InputError, match="unknown load option.*bogus"):
+        TensorRTBackend().load(tmp_path, Compiled(["m.engine"], {}), options={"bogus": 1})
+    with pytest.raises(InputError, match="engine file .*missing.engine does not exist"):
+        TensorRTBackend().load(tmp_path, Compiled(["missing.engine"], {}))
 
 
 def test_availability_with_tensorrt_but_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

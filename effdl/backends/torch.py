@@ -278,7 +278,11 @@ class TorchRunner:
         return tensors
 
     def run_torch(self, args: list[Any]) -> list[Any]:
-        """Run on tensors already on the device (for GPU timing without host copies); returns device tensors."""
+        """Run on tensors already on the device (for GPU timing without host copies); returns device tensors.
+
+        With ``cuda_graphs`` the returned tensors are the graph's static outputs, overwritten by the next
+        call: clone them to keep them.
+        """
         import torch
 
         with self._lock, torch.inference_mode():

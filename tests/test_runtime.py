@@ -18,15 +18,25 @@ from effdl.pipeline import compress
 from effdl.recipe import load_recipe
 
 
-@pytest.fixture(scope="module")
-def pkg(lenet_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_runtime_package(lenet_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LeNet-5 package (4 variants, benchmarked), built once per test session.
+
+    Cached under the session's base temp folder so that tests/test_runtime_minimal.py reuses it
+    (compress writes atomically, so a manifest there means a finished package).
+    """
     from tests.conftest import FAST_RECIPE
 
-    recipe_path = tmp_path_factory.mktemp("r") / "fast.yaml"
-    recipe_path.write_text(FAST_RECIPE)
-    out = tmp_path_factory.mktemp("pkg") / "out"
-    compress(lenet_ckpt, load_recipe(recipe_path), out)
+    out = tmp_path_factory.getbasetemp() / "runtime-lenet-package"
+    if not (out / "manifest.json").is_file():
+        recipe_path = tmp_path_factory.getbasetemp() / "runtime-fast.yaml"
+        recipe_path.write_text(FAST_RECIPE)
+        compress(lenet_ckpt, load_recipe(recipe_path), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def pkg(lenet_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_runtime_package(lenet_ckpt, tmp_path_factory)
 
 
 def test_import_runtime_loads_no_heavy_library() -> None:

@@ -314,9 +314,11 @@ def test_bad_load_arguments(pkg: Path, kwargs: dict, message: str) -> None:
         effdl.load(pkg, **kwargs)
 
 
-def test_device_without_variant(pkg: Path) -> None:
-    with pytest.raises(InputError, match=r"no variant for backend='auto' device='cuda'; it has \[\('onnxruntime'"):
-        effdl.load(pkg, device="cuda")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "GPU.0"])
+def test_device_without_variant(pkg: Path, device: str) -> None:
+    with pytest.raises(InputError, match=rf"no variant for backend='auto' device='{device}'; it has \[\('onnxruntime'"):
+        effdl.load(pkg, device=device)
+    assert effdl.load(pkg, device="CPU").name  # the kind of device is matched without case
 
 
 @pytest.mark.parametrize("bad", ["../outside.onnx", "models/../../outside.onnx", "/etc/passwd", "C:\\x.onnx"])

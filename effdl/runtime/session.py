@@ -304,6 +304,11 @@ def _known_devices() -> list[str]:
     return sorted({d for b in BACKENDS for d in _backend_cls(b).devices})
 
 
+def _device_kind(device: str) -> str:
+    """``cuda:1`` -> ``cuda``, ``GPU.0`` -> ``gpu``: the kind of device, without its index."""
+    return device.split(":")[0].split(".")[0].strip().lower()
+
+
 def _p50(v: dict[str, Any]) -> float:
     b = v.get("benchmark") or {}
     return float(b.get("p50_ms") or float("inf"))
@@ -343,8 +348,8 @@ def _check_args(backend: str, device: Any, threads: Any, workers: Any) -> None:
     if backend != "auto" and backend not in BACKENDS:
         raise UnknownNameError("backend", backend, ["auto", *BACKENDS])
     known = _known_devices()
-    if not isinstance(device, str) or device not in known:
-        raise InputError(f"unknown device {device!r}; known: {', '.join(known)}")
+    if not isinstance(device, str) or _device_kind(device) not in known:
+        raise InputError(f"unknown device {device!r}; known: {', '.join(known)} (with an index: cuda:1, gpu.1)")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer or None (the runtime's default), got {threads!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -370,6 +375,7 @@ def load(
     ``threads`` sets the runtime's intra-op threads; ``workers`` the size of the ``run_async`` pool.
     """
     _check_args(backend, device, threads, workers)
+    dev = device.strip().lower()  # backends take "cpu", "cuda:1", "gpu.0" (OpenVINO upper-cases its own)
     root = Path(path)
     manifest = read_manifest(root)
     variants = [v for v in manifest["variants"] if v.get("accepted", True)]
@@ -378,7 +384,7 @@ def load(
         if not candidates:
             raise InputError(f"package {root} has no variant {variant!r}; it has {[v['name'] for v in variants]}")
     else:
-        candidates = [v for v in variants if v.get("device", "cpu") == device]
+        candidates = [v for v in variants if _device_kind(v.get("device") or "cpu") == _device_kind(device)]
         if backend != "auto":
             candidates = [v for v in candidates if v["backend"] == backend]
         if not candidates:
@@ -402,7 +408,7 @@ def load(
                     resolve_inside(root, rel)
             compiled = Compiled([Path(f).name for f in v["files"]], v.get("meta", {}))
             base = root / Path(v["files"][0]).parent
-            runner = cls().load(base, compiled, device=device, threads=threads)
+            runner = cls().load(base, compiled, device=dev, threads=threads)
         except InputError:
             raise
         except Exception as e:  # a backend that fails to load here: fall back to the next variant

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,8 @@ class _Recorder:
         self.progress.stage_done(name, seconds, details.pop("_summary", ""))
 
 
-def _variant_name(target: TargetSpec, model: str) -> str:
+def variant_name(target: TargetSpec, model: str) -> str:
+    """The variant a target compiles from ``model``: ``BACKEND-MODEL[-PRECISION][-DEVICE]``."""
     if target.backend == "torch":  # torch-eager-fp32, torch-compile-bf16, ... (never the reference's name)
         name = f"torch-{target.options.get('mode', 'eager')}-{target.options.get('precision', model)}"
         if target.options.get("sparse_24"):
@@ -149,7 +150,7 @@ def compress(
     # Fail fast on everything that can be checked before work starts.
     for t in recipe.targets:
         get_backend(t.backend)
-    names = [_variant_name(t, m) for t in recipe.targets for m in t.models]
+    names = [variant_name(t, m) for t in recipe.targets for m in t.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"recipe targets produce the same variant twice: {dupes}")
@@ -279,7 +280,7 @@ def _run(
         for t in recipe.targets:
             backend = get_backend(t.backend)
             for m in t.models:
-                v = _Variant(_variant_name(t, m), t, models[m], backend)
+                v = _Variant(variant_name(t, m), t, models[m], backend)
                 progress.say(f"compile {v.name}")
                 if backend.source == "torch":
                     if model.kind != "torch":
@@ -640,6 +641,3 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-ProgressCallback = Callable[[str], None]

@@ -445,3 +445,16 @@ def test_overhead_bench_package_loads(tmp_path: Path) -> None:
     x = np.arange(32, dtype=np.float32).reshape(2, 16)
     np.testing.assert_array_equal(s(x)[0], x)
     assert mod.main(["--rounds", "3", "--calls", "2", "--limit-us", "1e9"]) == 0
+
+
+def test_device_recorded_by_a_variant_is_accepted(pkg: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's TensorRT route records device 'tensorrt': a device kind no backend class lists."""
+
+    def edit(m: dict) -> None:
+        next(v for v in m["variants"] if v["name"] == "onnxruntime-int8")["device"] = "tensorrt"
+
+    copy = _copy_with(pkg, tmp_path, edit)
+    with pytest.raises(InputError, match="onnxruntime has no TensorrtExecutionProvider here"):
+        effdl.load(copy, device="tensorrt")
+    with pytest.raises(InputError, match="unknown device 'tensorrtx'; known: cpu, cuda, gpu, npu, tensorrt"):
+        effdl.load(copy, device="tensorrtx")

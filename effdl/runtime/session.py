@@ -342,14 +342,18 @@ def _recorded_host(root: Path, v: dict[str, Any]) -> dict[str, Any] | None:
 _ARCH_NAMES = {"x86_64", "amd64", "aarch64", "arm64", "armv7l", "i686", "ppc64le", "s390x", "riscv64", "none"}
 
 
-def _check_args(backend: str, device: Any, threads: Any, workers: Any) -> None:
+def _check_device(device: Any, manifest: dict[str, Any]) -> None:
+    """A device kind that some backend knows, or that a variant of this package was built for."""
+    known = set(_known_devices()) | {_device_kind(str(v.get("device") or "cpu")) for v in manifest["variants"]}
+    if not isinstance(device, str) or _device_kind(device) not in known:
+        raise InputError(f"unknown device {device!r}; known: {', '.join(sorted(known))} (with an index: cuda:1, gpu.1)")
+
+
+def _check_args(backend: str, threads: Any, workers: Any) -> None:
     from effdl.backends import BACKENDS
 
     if backend != "auto" and backend not in BACKENDS:
         raise UnknownNameError("backend", backend, ["auto", *BACKENDS])
-    known = _known_devices()
-    if not isinstance(device, str) or _device_kind(device) not in known:
-        raise InputError(f"unknown device {device!r}; known: {', '.join(known)} (with an index: cuda:1, gpu.1)")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer or None (the runtime's default), got {threads!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -374,10 +378,11 @@ def load(
     uses is checked against its size and sha256 (``verify=False`` skips the hash, not the path checks).
     ``threads`` sets the runtime's intra-op threads; ``workers`` the size of the ``run_async`` pool.
     """
-    _check_args(backend, device, threads, workers)
-    dev = device.strip().lower()  # backends take "cpu", "cuda:1", "gpu.0" (OpenVINO upper-cases its own)
+    _check_args(backend, threads, workers)
     root = Path(path)
     manifest = read_manifest(root)
+    _check_device(device, manifest)
+    dev = device.strip().lower()  # backends take "cpu", "cuda:1", "gpu.0" (OpenVINO upper-cases its own)
     variants = [v for v in manifest["variants"] if v.get("accepted", True)]
     if variant is not None:
         candidates = [v for v in variants if v["name"] == variant]

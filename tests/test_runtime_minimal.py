@@ -137,11 +137,19 @@ def _extra_requirements(wheel: Path, extra: str) -> list[str]:
     return reqs
 
 
+def _local_setuptools_ok() -> bool:
+    """Whether this environment's setuptools can build the wheel without fetching one (>=71 makes wheels itself)."""
+    import importlib.metadata
+
+    try:
+        return int(importlib.metadata.version("setuptools").split(".")[0]) >= 71
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+
+
 @pytest.fixture(scope="session")
 def effdl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One effdl wheel per session, built from a copy of this tree (no build/ or egg-info left in the repo)."""
-    import importlib.util
-
     src = tmp_path_factory.mktemp("effdl-src")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("effdl", "devices"):
@@ -149,7 +157,7 @@ def effdl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copyfile(REPO / name, src / name)
     dist = tmp_path_factory.mktemp("dist")
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    isolation = ["--no-build-isolation"] if _local_setuptools_ok() else []  # else pip fetches setuptools
     p = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(dist), str(src)], timeout=600)
     if p.returncode != 0:
         out = p.stdout + p.stderr

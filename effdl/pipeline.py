@@ -341,6 +341,9 @@ def _run(
     }
     if recipe.benchmark.enabled:
         _benchmark_all(loaded, task, recipe, root, scratch, reference, accepted, rec, progress, source_args, profile)
+        from effdl.runtime.host import host_fingerprint
+
+        host = host_fingerprint()
         for v in accepted:
             mv = next(x for x in manifest["variants"] if x["name"] == v.name)
             b = v.record["benchmark"]
@@ -352,6 +355,7 @@ def _run(
                 "batch": b["batch"],
                 "threads": b["threads"],
                 "scenario": b["scenario"],
+                "host": host,
             }
         _write_json(root / MANIFEST, manifest)
     shutil.rmtree(scratch, ignore_errors=True)

@@ -135,7 +135,7 @@ class EncoderClassifier(nn.Module):
     task="seq_majority",
     defaults={"vocab_size": 16, "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 4.0, "num_classes": 4, "max_len": 128},
     tiny={"dim": 16, "depth": 1, "heads": 2, "mlp_ratio": 2.0},
-    train=TrainRecipe(epochs=10, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
+    train=TrainRecipe(epochs=6, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
 )
 def bert_classifier(
     vocab_size: int = 16,
@@ -251,7 +251,7 @@ class Seq2SeqTransformer(nn.Module):
     task="seq_reverse",
     defaults={"vocab_size": 16, "dim": 64, "enc_depth": 2, "dec_depth": 2, "heads": 4, "mlp_ratio": 4.0, "max_len": 64},
     tiny={"dim": 16, "enc_depth": 1, "dec_depth": 1, "heads": 2, "mlp_ratio": 2.0},
-    train=TrainRecipe(epochs=8, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
+    train=TrainRecipe(epochs=5, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
 )
 def seq2seq_transformer(
     vocab_size: int = 16,

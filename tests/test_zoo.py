@@ -197,3 +197,12 @@ def test_bad_configs_fail_clearly() -> None:
         get_model_entry("moe_transformer").build(top_k=9)
     with pytest.raises(ValueError, match="depth"):
         get_model_entry("vgg11").build(depth=12)
+
+
+def test_macs_count_recurrent_layers() -> None:
+    from effdl.zoo.profile import count_macs
+
+    entry = get_model_entry("lstm_classifier")
+    task = _task(entry.task)
+    # embed 32 -> LSTM 64 over 32 steps: 4 gates x (32 + 64) x 64 per step, plus the 64 x 4 head.
+    assert count_macs(entry.build().eval(), task.example_inputs(1), task.input_names) == 4 * 96 * 64 * 32 + 64 * 4

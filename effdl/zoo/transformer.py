@@ -306,7 +306,7 @@ class ViT(nn.Module):
     task="shapes",
     defaults={
         "image_size": 32,
-        "patch": 4,
+        "patch": 8,
         "in_channels": 3,
         "dim": 64,
         "depth": 4,

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,13 @@ class _Recorder:
         self.progress.stage_done(name, seconds, details.pop("_summary", ""))
 
 
-def _variant_name(target: TargetSpec, model: str) -> str:
+def variant_name(target: TargetSpec, model: str) -> str:
+    """The variant a target compiles from ``model``: ``BACKEND-MODEL[-PRECISION][-DEVICE]``."""
+    if target.backend == "torch":  # torch-eager-fp32, torch-compile-bf16, ... (never the reference's name)
+        name = f"torch-{target.options.get('mode', 'eager')}-{target.options.get('precision', model)}"
+        if target.options.get("sparse_24"):
+            name += "-sparse24"
+        return name + ("" if target.device == "cpu" else f"-{target.device}")
     name = f"{target.backend}-{model}"
     hint = str(target.options.get("inference_precision", "")).lower()
     if hint and hint not in ("fp32", "f32"):
@@ -96,7 +102,7 @@ def _run_batches(runner: Any, inputs: dict[str, np.ndarray], names: tuple[str, .
 
 
 def _precision_that_ran(model: ModelArtifact, info: dict[str, Any]) -> str:
-    ran = str(info.get("inference_precision", "f32")).lower()
+    ran = str(info.get("inference_precision") or info.get("precision") or "f32").lower()
     if model.precision != "fp32":
         return model.precision
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
@@ -144,7 +150,7 @@ def compress(
     # Fail fast on everything that can be checked before work starts.
     for t in recipe.targets:
         get_backend(t.backend)
-    names = [_variant_name(t, m) for t in recipe.targets for m in t.models]
+    names = [variant_name(t, m) for t in recipe.targets for m in t.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"recipe targets produce the same variant twice: {dupes}")
@@ -215,9 +221,10 @@ def _run(
         d["_summary"] = f"{task.metric.name} {ref_metric:.2f}{task.metric.unit} on {len(held)} held-out samples"
 
     # 2. Torch stages, then export.
-    ctx = StageContext(task, models_dir, progress=progress.say)
+    ctx = StageContext(task, models_dir, progress=progress.say, teacher=loaded.module)
     staged = recipe.stage_configs()
     model = ModelArtifact("fp32", loaded.kind, module=loaded.module, path=loaded.onnx_path, lineage=["source"])
+    torch_stages_ran = False
     for spec, cfg in staged:
         stage_cls = STAGES.get(spec.stage)
         if stage_cls.kind != "torch":
@@ -225,6 +232,13 @@ def _run(
         with rec.stage(spec.stage, stage_cls.summary) as d:
             model, details = stage_cls(cfg).apply(model, ctx, "fp32")
             d.update(details)
+            d["after"] = _torch_effect(model.module, task, held, ref_metric)
+            a = d["after"]
+            d["_summary"] = (
+                f"{task.metric.name} {a['metric']:.2f}{task.metric.unit} (drop {a['metric_drop']:.2f}), "
+                f"{a['parameters']:,} params, {a['macs'] or 0:,} MACs"
+            )
+        torch_stages_ran = True
     fp32_path = models_dir / "fp32.onnx"
     with rec.stage("export", "export to ONNX and check against torch") as d:
         if loaded.kind == "torch":
@@ -234,7 +248,7 @@ def _run(
                 task,
                 fp32_path,
                 recipe.export,
-                exported_program=loaded.meta.get("exported"),
+                exported_program=None if torch_stages_ran else loaded.meta.get("exported"),
                 metadata=meta,
             )
             d.update(check_export(model.module, task, fp32_path, recipe.export))
@@ -266,10 +280,23 @@ def _run(
         for t in recipe.targets:
             backend = get_backend(t.backend)
             for m in t.models:
-                v = _Variant(_variant_name(t, m), t, models[m], backend)
+                v = _Variant(variant_name(t, m), t, models[m], backend)
                 progress.say(f"compile {v.name}")
-                assert v.model.path is not None
-                v.compiled = backend.compile(v.model.path, models_dir, v.name, t.options)
+                if backend.source == "torch":
+                    if model.kind != "torch":
+                        raise InputError(f"target {t.backend!r} needs a torch model; the checkpoint is ONNX")
+                    v.compiled = backend.compile_torch(  # type: ignore[attr-defined]
+                        model.module,
+                        task.example_inputs(2),
+                        task.input_names,
+                        task.output_names,
+                        models_dir,
+                        v.name,
+                        t.options,
+                    )
+                else:
+                    assert v.model.path is not None
+                    v.compiled = backend.compile(v.model.path, models_dir, v.name, t.options)
                 variants.append(v)
         d["variants"] = [v.name for v in variants]
         d["_summary"] = ", ".join(d["variants"])
@@ -556,6 +583,24 @@ def _report(
     }
 
 
+def _torch_effect(module: Any, task: Task, held: Any, ref_metric: float) -> dict[str, Any]:
+    """A torch stage's effect: held-out metric (and drop vs the reference), parameters and MACs after it."""
+    from effdl.zoo.profile import count_macs, count_params
+
+    metric = task.score(torch_outputs(module, task, held.inputs), held.targets)
+    try:
+        macs: int | None = count_macs(module, task.example_inputs(1), task.input_names)
+    except Exception:  # some modules trip torch's FLOP counter; MACs are then unknown
+        macs = None
+    return {
+        "metric": metric,
+        "metric_drop": _metric_drop(task, ref_metric, metric),
+        "parameters": count_params(module),
+        "macs": macs,
+        "samples": len(held),
+    }
+
+
 def source_macs(loaded: LoadedModel, task: Task) -> int | None:
     """MACs of one sample of the source model (None for ONNX inputs or modules the FLOP counter can't run)."""
     if loaded.kind != "torch":
@@ -596,6 +641,3 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-ProgressCallback = Callable[[str], None]

@@ -11,6 +11,8 @@ from effdl.errors import BackendUnavailableError, UnknownNameError
 BACKENDS: dict[str, str] = {
     "onnxruntime": "effdl.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "effdl.backends.openvino:OpenVinoBackend",
+    "tensorrt": "effdl.backends.tensorrt:TensorRTBackend",
+    "torch": "effdl.backends.torch:TorchBackend",
 }
 
 

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from effdl.errors import InputError
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -74,6 +76,8 @@ class Backend(ABC):
     distribution: ClassVar[str]  # the PyPI distribution that provides it
     install_hint: ClassVar[str]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # What compile() starts from: "onnx" (compile(onnx_path, ...)) or "torch" (the backend's compile_torch).
+    source: ClassVar[str] = "onnx"
 
     @classmethod
     def availability(cls) -> Availability:
@@ -124,3 +128,26 @@ def numpy_dtype_name(type_str: str) -> str:
         "bool": "bool",
         "boolean": "bool",
     }.get(t, t)
+
+
+def check_feeds(inputs: list[TensorSpec], feeds: dict[str, np.ndarray], who: str) -> None:
+    """Raise :class:`InputError` naming the tensor when feeds miss an input, add one, or mismatch dtype/shape."""
+    names = [s.name for s in inputs]
+    missing = [n for n in names if n not in feeds]
+    extra = sorted(set(feeds) - set(names))
+    if missing or extra:
+        raise InputError(
+            f"{who}: inputs must be exactly {', '.join(names)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(extra)}" if extra else "")
+        )
+    for spec in inputs:
+        a = feeds[spec.name]
+        if not isinstance(a, np.ndarray):
+            raise InputError(f"{who}: input {spec.name!r} must be a numpy array, got {type(a).__name__}")
+        if a.dtype.name != spec.dtype:
+            raise InputError(f"{who}: input {spec.name!r} has dtype {a.dtype.name}, expected {spec.dtype}")
+        if a.ndim != len(spec.shape) or any(
+            isinstance(d, int) and d != s for d, s in zip(spec.shape, a.shape, strict=False)
+        ):
+            raise InputError(f"{who}: input {spec.name!r} has shape {list(a.shape)}, expected {list(spec.shape)}")

@@ -38,12 +38,14 @@ class ModelArtifact:
 
 @dataclass
 class StageContext:
-    """What a stage may use: the task (data + metric), a scratch folder, and a progress callback."""
+    """What a stage may use: the task (data + metric), a scratch folder, the original FP32 model (the
+    default distillation teacher; stages must not modify it) and a progress callback."""
 
     task: Task
     workdir: Path
     seed: int = 0
     progress: Any = None  # callable(description: str) or None
+    teacher: Any = None  # the source torch module (None for ONNX inputs)
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -64,4 +66,8 @@ class Stage(ABC):
 
     @abstractmethod
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
-        """Return the new model (named ``output``) and the details to record in the report."""
+        """Return the new model (named ``output``) and the details to record in the report.
+
+        Torch stages must not modify ``model.module`` in place (it may be the teacher): copy it first.
+        The pipeline itself records, after each torch stage, the held-out metric, parameters and MACs.
+        """

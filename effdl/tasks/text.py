@@ -121,8 +121,8 @@ class StdlibText(Task):
         return token_cross_entropy(outputs, targets)
 
     def agreement(self, reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-        """Next-character arg-max agreement (percent of positions) with the reference."""
-        return argmax_agreement(reference, outputs, "token_agreement")
+        """Top-1 (arg-max) agreement with the reference at every position, in percent (``top1_agreement``)."""
+        return argmax_agreement(reference, outputs, "top1_agreement")
 
 
 def unseen_rows(rows: np.ndarray, seen: set[bytes]) -> np.ndarray:
@@ -225,5 +225,5 @@ class SeqReverse(Task):
         return token_cross_entropy(outputs, targets)
 
     def agreement(self, reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-        """Arg-max token agreement (percent of positions) with the reference."""
-        return argmax_agreement(reference, outputs, "token_agreement")
+        """Top-1 (arg-max) agreement with the reference at every position, in percent (``top1_agreement``)."""
+        return argmax_agreement(reference, outputs, "top1_agreement")

@@ -311,11 +311,11 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
-# (expansion t, channels c, repeats n, stride s) of Sandler et al. 2018, table 2; the first two
-# strides are 1 here because inputs are 32x32, not 224x224.
+# (expansion t, channels c, repeats n, stride s) of Sandler et al. 2018, table 2. The stem has stride 1
+# here (inputs are 32x32, not 224x224), so the feature maps are 32, 16, 8, 4, 4, 2 pixels wide.
 MOBILENETV2_CONFIG = [
     (1, 16, 1, 1),
-    (6, 24, 2, 1),
+    (6, 24, 2, 2),
     (6, 32, 3, 2),
     (6, 64, 4, 2),
     (6, 96, 3, 1),
@@ -413,10 +413,10 @@ class MBConv(nn.Module):
         return x + self.block(x) if self.use_residual else self.block(x)
 
 
-# (expansion, kernel, stride, channels, repeats) of EfficientNet-B0 (Tan & Le 2019, table 1); the
-# first stride-2 stage is stride 1 here because inputs are 32x32.
+# (expansion, kernel, stride, channels, repeats) of EfficientNet-B0 (Tan & Le 2019, table 1); the stem
+# has stride 1 here because inputs are 32x32.
 EFFICIENTNET_B0_CONFIG = [
-    (1, 3, 1, 16, 1), (6, 3, 1, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
     (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
 ]  # fmt: skip
 

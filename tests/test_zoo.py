@@ -17,6 +17,7 @@ from effdl.zoo.train import evaluate_torch, train_entry
 
 ATOL = 1e-4
 RTOL = 1e-4
+QUICK = {"seq_majority": {"n_train": 256}, "sbm_nodes": {"n_train": 64}}  # small train splits for fast tests
 FAMILIES = {"cnn", "rnn", "transformer", "moe", "generative", "gnn"}
 
 
@@ -26,37 +27,15 @@ def _task(name: str):
     return get_task(name)
 
 
-def export_onnx(
-    module: torch.nn.Module, task, path: Path, opset: int = 18, dynamic_batch: bool = True, dynamo: bool = True
-) -> Path:
-    """torch -> ONNX with a dynamic batch dimension on every input (dynamo exporter, or TorchScript's).
+def export_onnx(module: torch.nn.Module, task, path: Path, dynamo: bool = True) -> Path:
+    """The pipeline's own export (``effdl.export.export_onnx``) with a dynamic batch, opset 18."""
+    from effdl.export import export_onnx as export
+    from effdl.recipe import ExportConfig
 
-    A local stand-in with the signature of the lead's ``effdl.export.export_onnx`` until that lands.
-    """
-    example = task.example_inputs(2)
-    args = tuple(torch.from_numpy(example[n]) for n in task.input_names)
-    if dynamo:
-        kw = {"dynamic_shapes": tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None}
-    else:
-        kw = {
-            "dynamic_axes": {n: {0: "batch"} for n in (*task.input_names, *task.output_names)}
-            if dynamic_batch
-            else None
-        }
+    config = ExportConfig(opset=18, dynamic_batch=True, exporter="dynamo" if dynamo else "torchscript")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=list(task.input_names),
-            output_names=list(task.output_names),
-            opset_version=opset,
-            dynamo=dynamo,
-            verbose=False,
-            **kw,
-        )
-    return path
+        return export(module, task, path, config)
 
 
 def _ort_session(path: Path):
@@ -142,7 +121,7 @@ def test_train_save_load_roundtrip(name: str, tmp_path: Path) -> None:
     from effdl.sources import load_checkpoint, save_checkpoint
 
     entry = get_model_entry(name)
-    result = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=0)
+    result = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=0, task_options=QUICK.get(entry.task))
     assert np.isfinite(result.metric)
     path = save_checkpoint(
         result.model, tmp_path / f"{name}.safetensors", arch=name, config=result.config, task=entry.task
@@ -159,8 +138,8 @@ def test_train_save_load_roundtrip(name: str, tmp_path: Path) -> None:
 
 def test_training_is_reproducible() -> None:
     entry = get_model_entry("gcn")
-    a = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=3)
-    b = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=3)
+    a = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=3, task_options=QUICK[entry.task])
+    b = train_entry(entry, overrides=dict(entry.tiny), epochs=1, seed=3, task_options=QUICK[entry.task])
     for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert ka == kb
         torch.testing.assert_close(va, vb, rtol=0, atol=0)
@@ -169,7 +148,9 @@ def test_training_is_reproducible() -> None:
 def test_training_improves_a_tiny_model() -> None:
     entry = get_model_entry("lstm_classifier")
     untrained = evaluate_torch(entry.build(**entry.tiny), _task(entry.task))
-    trained = train_entry(entry, overrides={**entry.tiny, "hidden": 16}, epochs=3, seed=0).metric
+    trained = train_entry(
+        entry, overrides={**entry.tiny, "hidden": 16}, epochs=4, seed=0, task_options={"n_train": 2000}
+    ).metric
     assert trained > untrained + 20.0, (untrained, trained)
 
 
@@ -216,3 +197,12 @@ def test_bad_configs_fail_clearly() -> None:
         get_model_entry("moe_transformer").build(top_k=9)
     with pytest.raises(ValueError, match="depth"):
         get_model_entry("vgg11").build(depth=12)
+
+
+def test_macs_count_recurrent_layers() -> None:
+    from effdl.zoo.profile import count_macs
+
+    entry = get_model_entry("lstm_classifier")
+    task = _task(entry.task)
+    # embed 32 -> LSTM 64 over 32 steps: 4 gates x (32 + 64) x 64 per step, plus the 64 x 4 head.
+    assert count_macs(entry.build().eval(), task.example_inputs(1), task.input_names) == 4 * 96 * 64 * 32 + 64 * 4

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from effdl.tasks import register_task
 from effdl.tasks.base import MetricSpec, Split, SplitName, Task
@@ -52,7 +55,7 @@ class DigitsReconstruction(Task):
             raise ValueError("reconstruction error needs targets")
         return float(np.mean((outputs[0].astype(np.float64) - targets) ** 2))
 
-    def loss(self, outputs, targets):  # noqa: D102
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
         import torch.nn.functional as F
 
         return F.mse_loss(first(outputs), targets)
@@ -129,7 +132,7 @@ class DigitsGeneration(Task):
             raise ValueError("the sample-quality proxy needs real images as targets")
         return frechet_distance(random_features(outputs[0]), random_features(targets))
 
-    def loss(self, outputs, targets):  # noqa: D102
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
         from effdl.errors import InputError
 
         raise InputError(

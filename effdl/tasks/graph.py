@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from effdl.tasks import register_task
 from effdl.tasks.base import MetricSpec, Split, SplitName, Task
@@ -68,5 +71,5 @@ class SBMNodes(Task):
     def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
         return accuracy(outputs[0], targets)
 
-    def loss(self, outputs, targets):  # noqa: D102
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return token_cross_entropy(outputs, targets)

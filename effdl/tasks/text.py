@@ -9,9 +9,12 @@ import ast
 import hashlib
 import sysconfig
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from effdl.errors import InputError
 from effdl.tasks import register_task
@@ -117,12 +120,12 @@ class StdlibText(Task):
     def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
         return perplexity(outputs[0], targets)
 
-    def loss(self, outputs, targets):  # noqa: D102
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return token_cross_entropy(outputs, targets)
 
     def agreement(self, reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-        """Next-character arg-max agreement (percent of positions) with the reference."""
-        return argmax_agreement(reference, outputs, "token_agreement")
+        """Top-1 (arg-max) agreement with the reference at every position, in percent (``top1_agreement``)."""
+        return argmax_agreement(reference, outputs, "top1_agreement")
 
 
 def unseen_rows(rows: np.ndarray, seen: set[bytes]) -> np.ndarray:
@@ -221,9 +224,9 @@ class SeqReverse(Task):
     def score(self, outputs: list[np.ndarray], targets: np.ndarray | None) -> float:
         return accuracy(outputs[0], targets)
 
-    def loss(self, outputs, targets):  # noqa: D102
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return token_cross_entropy(outputs, targets)
 
     def agreement(self, reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
-        """Arg-max token agreement (percent of positions) with the reference."""
-        return argmax_agreement(reference, outputs, "token_agreement")
+        """Top-1 (arg-max) agreement with the reference at every position, in percent (``top1_agreement``)."""
+        return argmax_agreement(reference, outputs, "top1_agreement")

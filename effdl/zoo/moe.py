@@ -115,7 +115,7 @@ class MoEClassifier(nn.Module):
         "max_len": 128,
     },  # fmt: skip
     tiny={"dim": 16, "depth": 1, "heads": 2, "expert_hidden": 8, "num_experts": 4, "top_k": 2},
-    train=TrainRecipe(epochs=10, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
+    train=TrainRecipe(epochs=5, lr=2e-3, batch_size=64, grad_clip=1.0, weight_decay=0.01),
 )
 def moe_transformer(
     vocab_size: int = 16,

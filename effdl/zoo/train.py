@@ -45,13 +45,17 @@ def train_entry(
     epochs: int | None = None,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
+    task_options: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``entry`` on its task from a fixed seed; returns the model and its held-out metric."""
+    """Train ``entry`` on its task from a fixed seed; returns the model and its held-out metric.
+
+    ``task_options`` update the entry's own task options (e.g. ``{"n_train": 256}`` for a quick run).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = entry.config(**(overrides or {}))
     model = entry.build(**(overrides or {}))
-    task = get_task(entry.task, **entry.task_options)
+    task = get_task(entry.task, **{**entry.task_options, **(task_options or {})})
     recipe: TrainRecipe = entry.train
     n_epochs = recipe.epochs if epochs is None else epochs
     start = time.perf_counter()

@@ -235,7 +235,14 @@ class Distill(Stage):
             for h in hints:
                 h.remove()
         student.eval()
+        after = heldout_metric(student, task)
+        who = f"student {cfg.student.arch}" if cfg.student else "model"
         details = {
+            "result": (
+                f"{who} ({param_count(student):,} params) held-out {task.metric.name} "
+                + (f"{before_metric:.2f} -> " if before_metric is not None else "")
+                + f"{after:.2f}, teacher {teacher_metric:.2f}"
+            ),
             "method": f"logit distillation ({cfg.logit_loss}, T={cfg.temperature}, alpha={cfg.alpha})"
             + (f" + {len(hints)} feature hints" if hints else ""),
             "teacher": {"which": cfg.teacher, "heldout_metric": teacher_metric, "parameters": param_count(teacher)},

@@ -140,12 +140,17 @@ class SparsityNM(Stage):
             if w.ndim == 2 and pattern == "2:4":
                 entry["cusparselt"] = sparse_24_reason(w.float().cpu().numpy()) or "ok"
             layers_meta[name] = entry
+        sparsity = weight_sparsity(module, chosen)
         details = {
+            "result": (
+                f"{pattern} on {len(chosen)} layers ({sparsity['pruned_layers']:.0%} of their weights zero), "
+                f"{len(skipped)} skipped; dense on CPU backends"
+            ),
             "method": f"{pattern} magnitude masks (torch.nn.utils.prune.custom_from_mask), fixed during fine-tuning",
             "pattern": pattern,
             "semi_structured_layers": layers_meta,
             "skipped_layers": skipped,
-            "sparsity": weight_sparsity(module, chosen),
+            "sparsity": sparsity,
             "finetune": ft,
             "size_before": size_before,
             "size_after": storage_sizes(module),

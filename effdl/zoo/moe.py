@@ -15,7 +15,6 @@ from torch import nn
 from effdl.zoo.registry import TrainRecipe, register_model
 from effdl.zoo.transformer import MLP, Block
 
-
 Dispatch = Literal["dense", "sparse"]
 DISPATCHES: tuple[str, ...] = ("dense", "sparse")
 

@@ -147,3 +147,27 @@ def test_per_expert_quantization_covers_experts_that_see_no_calibration_token(ta
     ref = ort.InferenceSession(str(path)).run(None, {"tokens": x})[0]
     got = ort.InferenceSession(str(art.path)).run(None, {"tokens": x})[0]
     assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_moe_slim_recipe_end_to_end(tmp_path: Path) -> None:
+    from effdl.pipeline import compress
+    from effdl.recipe import load_recipe
+    from effdl.sources import save_checkpoint
+
+    entry = get_model_entry("moe_transformer")
+    ckpt = save_checkpoint(_model(), tmp_path / "moe.safetensors", arch="moe_transformer",
+                           config=entry.config(**{**entry.tiny, "num_experts": 4}), task=entry.task)  # fmt: skip
+    recipe = load_recipe("moe-slim")
+    recipe.benchmark.enabled = False
+    recipe.verify.max_metric_drop = 100.0  # a 1-epoch tiny model: this checks plumbing, bench/moe.py accuracy
+    recipe.verify.min_agreement = {}
+    recipe.verify.samples = 200
+    recipe.targets = recipe.targets[:1]  # ONNX Runtime only: OpenVINO runs these graphs in test_moe_dispatch
+    recipe.stages[0].config.update({"distill": {"epochs": 1, "samples": 64}, "calibration_samples": 32})
+    recipe.stages[1].config.update({"evaluate": False, "calibration_samples": 32})
+    report = compress(ckpt, recipe, tmp_path / "out").report
+    slim = next(s for s in report["stages"] if s["name"] == "moe-slim")["details"]
+    assert all(r["after"]["experts"] == 2 and r["after"]["top_k"] == 1 for r in slim["layers"].values())
+    quant = next(s for s in report["stages"] if s["name"] == "moe-quantize")["details"]
+    assert set(quant["plan"]) == {"blocks.0.mlp.experts.0", "blocks.0.mlp.experts.1"}  # the pruned model's
+    assert {v["name"] for v in report["variants"] if v["accepted"]} >= {"onnxruntime-fp32", "onnxruntime-moe-int8"}

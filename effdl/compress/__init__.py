@@ -7,7 +7,7 @@ from effdl.registry import Registry
 
 
 def _load_builtin() -> None:
-    from effdl.compress import moe, moe_quant, quantize  # noqa: F401
+    from effdl.compress import moe, moe_moefy, moe_quant, quantize  # noqa: F401
 
 
 STAGES: Registry[type[Stage]] = Registry("stage", _load_builtin)

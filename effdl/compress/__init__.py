@@ -1,4 +1,4 @@
-"""Compression stages (quantize, prune-*, sparsity-24, distill), registered by name for recipes."""
+"""Compression stages (quantize, prune-*, sparsity-24, distill, moe-*), registered by name for recipes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from effdl.registry import Registry
 
 
 def _load_builtin() -> None:
-    from effdl.compress import distill, prune, quantize, sparsity  # noqa: F401
+    from effdl.compress import distill, moe, moe_moefy, moe_quant, prune, quantize, sparsity  # noqa: F401
 
 
 STAGES: Registry[type[Stage]] = Registry("stage", _load_builtin)

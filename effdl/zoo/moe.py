@@ -7,28 +7,52 @@ MoE sparsification (expert pruning, merging, top-k reduction) can address them b
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from effdl.zoo.registry import TrainRecipe, register_model
 from effdl.zoo.transformer import MLP, Block
 
+Dispatch = Literal["dense", "sparse"]
+DISPATCHES: tuple[str, ...] = ("dense", "sparse")
+
 
 class MoEFeedForward(nn.Module):
-    """Top-k routed mixture of expert MLPs, in a dense formulation.
+    """Top-k routed mixture of expert MLPs, in a dense-masked or a sparse (gather/scatter) formulation.
 
     Routing weights are the softmax of the router logits restricted to each token's top-k experts
-    (the others get exactly zero weight); the output is the weighted sum of *every* expert's output.
-    Computing all experts and masking keeps the forward a static graph that both ONNX exporters and
-    every backend handle; it costs ``num_experts / top_k`` times the FLOPs of sparse dispatch. Sparse
-    (gather/scatter) dispatch is left to the later MoE-sparsification work.
+    (the others get exactly zero weight); tokens whose weight for an expert falls below ``skip_threshold``
+    skip that expert (dynamic skipping of low-weight secondary experts; the kept weights are renormalised).
+
+    - ``dispatch="dense"``: every expert runs on every token and the outputs are summed with the (mostly
+      zero) weights: ``num_experts / top_k`` times the FLOPs of the routed computation.
+    - ``dispatch="sparse"``: for each expert, the flattened tokens routed to it are gathered
+      (``nonzero`` + ``index_select``: ONNX NonZero + Gather), run through that expert, scaled by their
+      routing weight and scattered back with ``index_add`` (ONNX ScatterND/ScatterElements). The Python
+      loop runs over the experts, not over data, so every expert is in an exported graph whatever the
+      example input routed, and token counts (batch and sequence) stay dynamic.
+
+    Both give the same outputs (up to float summation order).
     """
 
-    def __init__(self, dim: int, hidden: int, num_experts: int = 8, top_k: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        num_experts: int = 8,
+        top_k: int = 2,
+        dropout: float = 0.0,
+        dispatch: Dispatch = "sparse",
+    ) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must lie in 1..num_experts={num_experts}, got {top_k}")
-        self.num_experts, self.top_k = num_experts, top_k
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+        self.num_experts, self.top_k, self.dispatch = num_experts, top_k, dispatch
+        self.skip_threshold = 0.0
         self.router = nn.Linear(dim, num_experts, bias=False)
         self.experts = nn.ModuleList(MLP(dim, hidden, dropout) for _ in range(num_experts))
         self.aux_loss: torch.Tensor | None = None
@@ -41,6 +65,12 @@ class MoEFeedForward(nn.Module):
         # exp(l - max) masked and renormalised: the softmax over the top-k without infinities in the graph.
         e = torch.exp(logits - logits.max(-1, keepdim=True).values) * keep
         weights = e / e.sum(-1, keepdim=True)
+        if self.skip_threshold > 0:
+            # Drop secondary experts whose weight is below the threshold; the top-1 expert always stays
+            # (its weight is >= 1/top_k >= any threshold < 1/top_k, and the max is kept explicitly).
+            top = weights >= weights.max(-1, keepdim=True).values
+            weights = weights * ((weights >= self.skip_threshold) | top).to(weights.dtype)
+            weights = weights / weights.sum(-1, keepdim=True)
         if self.training:
             # Switch-Transformer balance loss: num_experts * sum_e (token share of e) * (mean router prob of e).
             probs = logits.softmax(-1).flatten(0, -2)
@@ -49,9 +79,24 @@ class MoEFeedForward(nn.Module):
         return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.forward_sparse(x) if self.dispatch == "sparse" else self.forward_dense(x)
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token, outputs weighted by the (top-k masked) routing weights."""
         weights = self.routing(x)
         outputs = torch.stack([expert(x) for expert in self.experts], dim=-2)  # (..., num_experts, dim)
         return (weights.unsqueeze(-1) * outputs).sum(-2)
+
+    def forward_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """Each expert only on the tokens routed to it (gather -> expert -> weighted scatter-add)."""
+        flat = x.reshape(-1, x.shape[-1])
+        weights = self.routing(flat)  # (tokens, num_experts)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            idx = torch.nonzero(weights[:, e] > 0).squeeze(-1)  # the tokens routed to expert e
+            y = expert(flat.index_select(0, idx)) * weights.index_select(0, idx)[:, e : e + 1]
+            out = out.index_add(0, idx, y)  # indices are unique within one expert
+        return out.reshape(x.shape)
 
 
 class MoEClassifier(nn.Module):
@@ -69,6 +114,7 @@ class MoEClassifier(nn.Module):
         num_classes: int = 4,
         max_len: int = 128,
         balance_coef: float = 0.01,
+        dispatch: Dispatch = "sparse",
     ) -> None:
         super().__init__()
         self.balance_coef = balance_coef
@@ -76,7 +122,12 @@ class MoEClassifier(nn.Module):
         self.pos = nn.Parameter(torch.randn(max_len + 1, dim) * 0.02)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(
-            Block(dim, heads, max_len=max_len + 1, mlp=MoEFeedForward(dim, expert_hidden, num_experts, top_k))
+            Block(
+                dim,
+                heads,
+                max_len=max_len + 1,
+                mlp=MoEFeedForward(dim, expert_hidden, num_experts, top_k, dispatch=dispatch),
+            )
             for _ in range(depth)
         )
         self.ln_f = nn.LayerNorm(dim)
@@ -127,6 +178,9 @@ def moe_transformer(
     top_k: int = 2,
     num_classes: int = 4,
     max_len: int = 128,
+    dispatch: Dispatch = "sparse",
 ) -> nn.Module:
-    """MoE transformer classifier: 8 expert FFNs per block, top-2 routing (dense-masked forward)."""
-    return MoEClassifier(vocab_size, dim, depth, heads, expert_hidden, num_experts, top_k, num_classes, max_len)
+    """MoE transformer classifier: 8 expert FFNs per block, top-2 routing (sparse gather/scatter dispatch)."""
+    return MoEClassifier(
+        vocab_size, dim, depth, heads, expert_hidden, num_experts, top_k, num_classes, max_len, dispatch=dispatch
+    )

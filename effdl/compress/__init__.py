@@ -1,4 +1,5 @@
-"""Compression stages (quantize, and later prune / distill / moe), registered by name for recipes."""
+"""Compression stages (quantize, quantize-dynamic, quantize-weights, qat, ..., later prune / distill / moe),
+registered by name for recipes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from effdl.registry import Registry
 
 
 def _load_builtin() -> None:
-    from effdl.compress import quantize  # noqa: F401
+    from effdl.compress import dynamic, fp16, qat, quantize, smoothquant, tuning, weight_only  # noqa: F401
 
 
 STAGES: Registry[type[Stage]] = Registry("stage", _load_builtin)

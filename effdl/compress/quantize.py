@@ -77,6 +77,15 @@ class _Reader:
     def rewind(self) -> None:
         self.i = 0
 
+    def __iter__(self) -> _Reader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        feed = self.get_next()
+        if feed is None:
+            raise StopIteration
+        return feed
+
 
 def _calibration_inputs(ctx: StageContext, samples: int, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     import onnx
@@ -158,9 +167,21 @@ def _mse_ranges(
     return out
 
 
+def preprocess_for_quantization(src: Path, dst: Path) -> dict[str, Any]:
+    """ORT's ``quant_pre_process`` (ONNX shape inference, graph fusions); its symbolic shape inference is
+    skipped when it cannot handle the graph (it fails on some dynamo-exported Transformers)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return {"preprocess": "quant_pre_process"}
+    except Exception as e:  # ORT raises plain TypeError/Exception from its symbolic shape inference
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        return {"preprocess": f"quant_pre_process without symbolic shapes ({type(e).__name__})"}
+
+
 def _ort_quantize(src: Path, dst: Path, cfg: StaticQuantConfig, ctx: StageContext) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if cfg.smooth_quant or cfg.model_type:
         raise InputError(
@@ -169,9 +190,10 @@ def _ort_quantize(src: Path, dst: Path, cfg: StaticQuantConfig, ctx: StageContex
         )
     inputs, names = _calibration_inputs(ctx, cfg.samples, src)
     model_in = src
+    pre_info: dict[str, Any] = {}
     if cfg.preprocess:
         pre = dst.with_name(dst.stem + ".pre.onnx")
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        pre_info = preprocess_for_quantization(src, pre)
         model_in = pre
     method = {
         "minmax": CalibrationMethod.MinMax,
@@ -214,6 +236,7 @@ def _ort_quantize(src: Path, dst: Path, cfg: StaticQuantConfig, ctx: StageContex
         "engine": "onnxruntime.quantization.quantize_static",
         "samples": len(next(iter(inputs.values()))),
         "excluded_nodes": exclude,
+        **pre_info,
     }
     if resolved.matched:
         details["overrides"] = {k: len(v) for k, v in resolved.matched.items()}

@@ -288,7 +288,7 @@ class AutoQuantize(Stage):
     summary: ClassVar[str] = "accuracy-aware quantization: fastest config within max_accuracy_drop"
 
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from effdl.compress.quantize import preprocess_for_quantization
 
         cfg: AutoQuantConfig = self.config  # type: ignore[assignment]
         if model.kind != "onnx" or model.path is None:
@@ -299,7 +299,7 @@ class AutoQuantize(Stage):
         try:
             pre = work / "pre.onnx"
             # Preprocess once, so every candidate (and the sensitivity analysis) sees the same node names.
-            quant_pre_process(str(model.path), str(pre), skip_symbolic_shape=False)
+            preprocess_for_quantization(model.path, pre)
             search = _Search(cfg, ctx, pre, work)
             fp32 = search.evaluate("fp32", "none", {}, pre)
             candidates = cfg.candidates or [Candidate(**c) for c in DEFAULT_CANDIDATES]

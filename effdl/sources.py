@@ -259,7 +259,9 @@ def _load_hf_folder(path: Path, task: str | None) -> LoadedModel:
     from effdl.zoo import hf
 
     if not hf.is_hf_folder(path):
-        raise InputError(f"checkpoint is a folder without config.json: {path}", "pass a file or a Hugging Face folder")
+        raise InputError(
+            f"checkpoint is not a file: {path} (a folder must be a Hugging Face model folder with config.json)"
+        )
     h = hashlib.sha256()
     for f in [path / "config.json", *hf.weight_files(path)]:
         h.update(f.name.encode())

@@ -149,6 +149,8 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         raise InputError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        return _load_hf_folder(path, task)
     if not path.is_file():
         raise InputError(f"checkpoint is not a file: {path}")
     fmt = SUFFIXES.get(path.suffix.lower())
@@ -248,6 +250,35 @@ def load_checkpoint(
         task=task_name,
         task_options=meta.get("task_options", {}),
         meta=meta,
+    )
+
+
+# --- Hugging Face model folders (config.json + *.safetensors): owned by effdl/zoo/hf.py -----------------
+def _load_hf_folder(path: Path, task: str | None) -> LoadedModel:
+    """A Hugging Face folder as a sentence encoder (``input_ids``, ``attention_mask`` -> embedding)."""
+    from effdl.zoo import hf
+
+    if not hf.is_hf_folder(path):
+        raise InputError(
+            f"checkpoint is not a file: {path} (a folder must be a Hugging Face model folder with config.json)"
+        )
+    h = hashlib.sha256()
+    for f in [path / "config.json", *hf.weight_files(path)]:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    info = hf.folder_info(path)
+    module = hf.build_sentence_encoder(path)
+    return LoadedModel(
+        "torch",
+        path,
+        "hf-folder",
+        h.hexdigest(),
+        module=module,
+        arch=f"hf-{info['model_type']}",
+        config=info,
+        task=task or hf.HF_TASK,
+        task_options={"tokenizer": str(path.resolve()), "seq_len": 128},
+        meta={},
     )
 
 

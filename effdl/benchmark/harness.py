@@ -444,7 +444,12 @@ def _profile(device: str | None, *, local: bool) -> Any:
     from effdl.devices import load_profile, profile_for_host
 
     if device:
-        return load_profile(device)
+        profile = load_profile(device)
+        if local and any(u.cores is None for u in profile.units):  # a per-core profile: scale it to this host
+            from effdl.devices import detect_host, scale_to_host
+
+            profile = scale_to_host(profile, detect_host(gpus=False))
+        return profile
     return profile_for_host(unit="cpu") if local else None
 
 

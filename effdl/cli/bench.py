@@ -20,17 +20,13 @@ def bench_table(report: dict[str, Any]) -> Any:
 
     sc = report["bench"]["scenario"]
     table = Table(title=f"effdl bench: {report['title']}")
-    cols = ["variant", "backend", "precision", "queries", "p50 ms", "p90 ms", "p99 ms", "p50 95% CI", "CV"]
-    cols += ["throughput/s", "peak RSS MB", "size MB", "J/inference", "roofline"]
-    if sc == "server":
-        cols.append("bound met")
-    cols.append("LoadGen")
+    cols = ["variant", "precision", "queries", "p50 ms", "p90 ms", "p99 ms", "CV", "items/s", "RSS MB", "J/item"]
+    cols += ["roofline"]
     for c in cols:
         table.add_column(c, overflow="fold")
     for v in report["variants"]:
         b = v["benchmark"]
         lat = b["latency_ms"]
-        ci = lat.get("p50_ci95") or [None, None]
         e = b.get("energy") or {}
         j = e.get("joules_per_inference")
         jtxt = "-" if j is None else f"{j:.3g}" + (" (est.)" if e.get("estimate") else "")
@@ -38,17 +34,14 @@ def bench_table(report: dict[str, Any]) -> Any:
         lg = b.get("loadgen") or {}
         row = [
             v["name"],
-            v["backend"],
             v["precision"],
             str(b["queries"]),
             _ms(lat["p50"]),
             _ms(lat["p90"]),
             _ms(lat["p99"]),
-            f"{_ms(ci[0])}-{_ms(ci[1])}",
             f"{b.get('cv', 0):.2f}" + (" NOISY" if b.get("noisy") else ""),
             f"{b['throughput_per_s']:.1f}",
             f"{b['peak_rss_bytes'] / 1e6:.0f}" if b.get("peak_rss_bytes") else "-",
-            f"{v['size_bytes'] / 1e6:.2f}" if v.get("size_bytes") is not None else "-",
             jtxt,
             "-" if eff is None else f"{100 * eff:.1f}%",
         ]

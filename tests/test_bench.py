@@ -350,6 +350,16 @@ def test_cli_bench_refuses_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "r.pdf").exists()
 
 
+def test_worker_failure_carries_the_workers_error(package: Path) -> None:
+    from effdl.benchmark.worker import BenchmarkError
+
+    (package / "models" / "fp32.onnx").write_bytes(b"tampered")
+    t = harness.resolve_target(package, variants=["onnxruntime-fp32"])
+    with pytest.raises(BenchmarkError, match=r"truncated or modified\)$") as e:
+        harness.run_bench(t, settings_for("single-stream", duration_s=0, min_queries=5, warmup=1))
+    assert isinstance(e.value, RuntimeError) and e.value.exit_code == 2  # RuntimeError for the pipeline
+
+
 @pytest.mark.parametrize(
     ("scenario", "extra"),
     [

@@ -322,15 +322,30 @@ def run_isolated(spec: dict[str, Any], workdir: Path, timeout_s: float = 600.0) 
         env=env,
     )
     if proc.returncode != 0 or not out_path.exists():
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"benchmark of {spec['label']} failed (exit {proc.returncode}): {tail}")
+        lines = proc.stderr.strip().splitlines()
+        errors = [ln[len("error: ") :] for ln in lines if ln.startswith("error: ")]
+        tail = errors[-1] if errors else "\n".join(lines[-5:])
+        err = BenchmarkError(f"benchmark of {spec['label']} failed (exit {proc.returncode}): {tail}")
+        if proc.returncode in (2, 3, 4):  # the worker's own EffdlError: keep its exit code (2 = bad input)
+            err.exit_code = proc.returncode
+        raise err
     return json.loads(out_path.read_text())
 
 
+class BenchmarkError(EffdlError, RuntimeError):
+    """A benchmark worker process failed; the message carries its error (a RuntimeError, as it always was)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m effdl.benchmark.worker SPEC.json OUT.json``; an effdl error prints ``error: ...`` and exits
+    with its code."""
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text())
-    result = run_spec(spec)
+    try:
+        result = run_spec(spec)
+    except EffdlError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
     Path(args[1]).write_text(json.dumps(result))
     return 0
 

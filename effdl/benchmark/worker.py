@@ -229,10 +229,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             batch=batch, spq=settings.samples_per_query, how=how, samples=res.samples, qps=settings.target_qps or 0
         )
         method += METHOD_DRIVER.format(
-            driver=res.driver.get("name"), warmup=settings.warmup, threads=threads, pct=settings.percentile
+            driver=res.driver.get("name"), warmup=len(warm), threads=threads, pct=settings.percentile
         )
     else:
-        method = METHOD.format(batch=batch, warmup=settings.warmup, threads=threads)
+        method = METHOD.format(batch=batch, warmup=len(warm), threads=threads)
         if res.driver.get("name") == "mlperf_loadgen":
             method += "; queries issued by MLPerf LoadGen"
     pct = float(np.percentile(np.asarray(res.latencies_s) * 1e3, settings.percentile))
@@ -241,7 +241,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             "scenario": sc,
             "batch": batch,
             "threads": spec.get("threads"),
-            "warmup": settings.warmup,
+            "warmup": len(warm),  # at least 1: the warm-up median sizes the LoadGen schedule
             "method": method,
             "throughput_method": throughput_method,
             "samples": res.samples,

@@ -292,9 +292,7 @@ def test_inputs_random_seeded_and_static_batch_checked(tmp_path: Path) -> None:
 
 
 def test_inputs_from_the_task_when_known(tmp_path: Path) -> None:
-    from effdl.tasks import get_task
-
-    task = get_task("digits")
+    task = harness._get_task("digits")  # cached: the checkpoint test below reuses its splits
     x = task.split("heldout").inputs[task.input_names[0]]
     t = harness.Target(
         kind="onnx",
@@ -403,3 +401,45 @@ def test_run_bench_checkpoint_in_torch_eager_has_roofline(tmp_path: Path) -> Non
     assert 0 < roof["efficiency"] < 1 and roof["dtype"] == "fp32"
     assert "held-out" in v["benchmark"]["inputs"] and report["task"]["task"] == "digits"
     assert report["device"]["profile"].startswith("x86-64-avx512-vnni")  # scaled to this host
+
+
+def test_build_report_names_precision_that_ran_and_flags_problems(tmp_path: Path) -> None:
+    from effdl.benchmark.stats import summarize
+
+    t = harness.Target(
+        kind="package",
+        path=tmp_path,
+        title="m",
+        inputs=[{"name": "x", "dtype": "float32", "shape": [None, 4]}],
+        variants=[
+            harness.VariantPlan("openvino-fp32", "openvino", "fp32", {}, size_bytes=10),
+            harness.VariantPlan("onnxruntime-fp32", "onnxruntime", "fp32", {}, size_bytes=10),
+        ],
+        macs=1000,
+    )
+    s = settings_for("server", min_queries=10, duration_s=1.0, target_qps=50, target_latency_ms=1.0)
+
+    def record(lat_s: list[float], info: dict, met: bool, validity: str) -> dict:
+        b = summarize(lat_s)
+        b.update(scenario="server", batch=1, threads=None, warmup=1, method="m", runtime_info=info, energy=None)
+        b["server"] = {"target_qps": 50.0, "latency_percentile": 99, "latency_at_percentile_ms": 1e3 * max(lat_s),
+                       "latency_bound_ms": 1.0, "latency_bound_met": met}  # fmt: skip
+        b["loadgen"] = {"validity": validity, "perf_constraints_met": met, "min_duration_met": True}
+        return b
+
+    records = {
+        "openvino-fp32": record([1e-3, 1e-3, 5e-2], {"inference_precision": "bf16"}, False, "INVALID"),
+        "onnxruntime-fp32": record([2e-4, 2.1e-4, 2.2e-4], {}, True, "VALID"),
+    }
+    r = harness.build_report(t, s, records, profile=None, device=None, inputs_how="random", samples=4, seconds=1.0)
+    ov, ort_ = r["variants"]
+    assert ov["precision"] == "bf16" and ort_["precision"] == "fp32"  # BF16 is never shown as FP32
+    assert (
+        ov["benchmark"]["roofline"]["efficiency"] is None
+        and "no device profile" in ov["benchmark"]["roofline"]["reason"]
+    )
+    notes = "\n".join(r["summary"]["notes"])
+    assert "openvino-fp32: LoadGen result INVALID (perf_constraints_met not met)" in notes
+    assert "p99 50.000 ms vs bound 1 ms: NOT met" in notes and "openvino-fp32: noisy run" in notes
+    assert "shorter than the MLPerf rules for server" in notes
+    assert r["summary"]["best"] == "onnxruntime-fp32" and "reference" not in r

@@ -63,6 +63,19 @@ class Target:
         return all(s["shape"] and not isinstance(s["shape"][0], int) for s in self.inputs)
 
 
+_TASKS: dict[str, Any] = {}
+
+
+def _get_task(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The task, built once per process (its splits take seconds to generate)."""
+    from effdl.tasks import get_task
+
+    key = json.dumps([name, options or {}], sort_keys=True, default=str)
+    if key not in _TASKS:
+        _TASKS[key] = get_task(name, **(options or {}))
+    return _TASKS[key]
+
+
 def _split(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -226,7 +239,6 @@ def _onnx_target(path: Path, backends: list[str], names: list[str], task: str | 
 
 def _checkpoint_target(path: Path, arch: str | None, factory: str | None, task: str | None) -> Target:
     from effdl.sources import load_checkpoint
-    from effdl.tasks import get_task
 
     lm = load_checkpoint(path, arch=arch, factory=factory, task=task)
     if lm.kind != "torch":
@@ -236,7 +248,7 @@ def _checkpoint_target(path: Path, arch: str | None, factory: str | None, task: 
         raise InputError(
             f"{path}: the checkpoint records no task, so its inputs are unknown; pass --task NAME",
         )
-    t = get_task(task_name, **(lm.task_options or {}))
+    t = _get_task(task_name, lm.task_options)
     example = t.example_inputs(1)
     specs = [{"name": n, "dtype": example[n].dtype.name, "shape": [None, *example[n].shape[1:]]} for n in t.input_names]
     macs = None
@@ -341,10 +353,8 @@ def make_inputs(
 
 
 def _task_inputs(target: Target, items: int) -> dict[str, np.ndarray]:
-    from effdl.tasks import get_task
-
     try:
-        task = get_task(target.task, **target.task_options)
+        task = _get_task(target.task, target.task_options)
     except InputError as e:
         raise InputError(f"task {target.task!r} unavailable ({e.message})") from None
     split = task.split("heldout")
@@ -513,7 +523,12 @@ def build_report(
         b.pop("system", None)
         b["inputs"] = inputs_how
         b["model_size_bytes"] = v.size_bytes
-        b["roofline"] = roofline(target.macs, b, v.backend, v.precision, profile)
+        precision = v.precision
+        if v.backend == "openvino" and v.precision == "fp32" and info.get("inference_precision"):
+            # what OpenVINO actually ran (BF16 is never passed off as FP32), named as the pipeline names it
+            ran = str(info["inference_precision"]).lower()
+            precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
+        b["roofline"] = roofline(target.macs, b, v.backend, precision, profile)
         lg = b.get("loadgen") or {}
         if lg.get("validity") == "INVALID":
             why = [
@@ -540,9 +555,7 @@ def build_report(
                 "name": v.name,
                 "backend": v.backend,
                 "model": v.model,
-                "precision": info.get("inference_precision")
-                if v.backend == "openvino" and info.get("inference_precision")
-                else v.precision,
+                "precision": precision,
                 "device": v.device,
                 "files": v.files,
                 "size_bytes": v.size_bytes,
@@ -561,9 +574,7 @@ def build_report(
     task_json = None
     if target.task:
         try:
-            from effdl.tasks import get_task
-
-            t = get_task(target.task, **target.task_options)
+            t = _get_task(target.task, target.task_options)
             task_json = {
                 "task": t.name,
                 "metric": t.metric.name,
@@ -572,6 +583,9 @@ def build_report(
             }
         except Exception:  # an unknown task only loses the task section
             task_json = None
+    bench_settings = settings.to_json()
+    if sc == "server" and settings.target_qps is None:
+        bench_settings["target_qps_rule"] = "half of what each variant's warm-up median latency sustains"
     system = remote_system if remote_system is not None else report_system()
     report = {
         "schema": SCHEMA,
@@ -603,7 +617,7 @@ def build_report(
             "target": str(target.path),
             "target_kind": target.kind,
             "scenario": sc,
-            "settings": settings.to_json(),
+            "settings": bench_settings,
             "inputs": inputs_how,
             "device_profile": device,
             "remote": remote.describe() if remote is not None else None,

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.effdl-installed
 DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= resnet8
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-gpu lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# On a machine with an NVIDIA GPU (Python 3.12 + CUDA torch there; no venv is made: GPU_PYTHON is used as is,
+# with pytest/pydantic/numpy importable, e.g. from carried wheels on PYTHONPATH). Writes runs/gpu/gpu.{json,md}.
+GPU_PYTHON ?= python3
+test-gpu:
+	PYTHONPATH=$(CURDIR):$$PYTHONPATH $(GPU_PYTHON) -m pytest -q -m "gpu or tensorrt" tests
+	PYTHONPATH=$(CURDIR):$$PYTHONPATH $(GPU_PYTHON) bench/gpu.py --out runs/gpu
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
+import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,12 @@ def export_onnx(
     in_names, out_names = list(task.input_names), list(task.output_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
     try:
-        with redirect_stdout(buf):  # the dynamo exporter prints progress lines
+        with redirect_stdout(buf), warnings.catch_warnings():  # the dynamo exporter prints progress lines
+            warnings.simplefilter("ignore", FutureWarning)
             if cfg.exporter == "dynamo" or exported_program is not None:
                 target = exported_program if exported_program is not None else module
                 dyn = None
@@ -75,6 +81,8 @@ def export_onnx(
             f"ONNX export ({cfg.exporter}) failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}",
             "try `export: {exporter: torchscript}` in the recipe, or another opset",
         ) from e
+    finally:
+        onnx_log.setLevel(level)
     proto = onnx.load(str(path))
     if metadata:
         for k, v in metadata.items():

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,13 @@ class _Recorder:
         self.progress.stage_done(name, seconds, details.pop("_summary", ""))
 
 
-def _variant_name(target: TargetSpec, model: str) -> str:
+def variant_name(target: TargetSpec, model: str) -> str:
+    """The variant a target compiles from ``model``: ``BACKEND-MODEL[-PRECISION][-DEVICE]``."""
+    if target.backend == "torch":  # torch-eager-fp32, torch-compile-bf16, ... (never the reference's name)
+        name = f"torch-{target.options.get('mode', 'eager')}-{target.options.get('precision', model)}"
+        if target.options.get("sparse_24"):
+            name += "-sparse24"
+        return name + ("" if target.device == "cpu" else f"-{target.device}")
     name = f"{target.backend}-{model}"
     hint = str(target.options.get("inference_precision", "")).lower()
     if hint and hint not in ("fp32", "f32"):
@@ -96,7 +102,7 @@ def _run_batches(runner: Any, inputs: dict[str, np.ndarray], names: tuple[str, .
 
 
 def _precision_that_ran(model: ModelArtifact, info: dict[str, Any]) -> str:
-    ran = str(info.get("inference_precision", "f32")).lower()
+    ran = str(info.get("inference_precision") or info.get("precision") or "f32").lower()
     if model.precision != "fp32":
         return model.precision
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
@@ -144,7 +150,7 @@ def compress(
     # Fail fast on everything that can be checked before work starts.
     for t in recipe.targets:
         get_backend(t.backend)
-    names = [_variant_name(t, m) for t in recipe.targets for m in t.models]
+    names = [variant_name(t, m) for t in recipe.targets for m in t.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"recipe targets produce the same variant twice: {dupes}")
@@ -274,10 +280,23 @@ def _run(
         for t in recipe.targets:
             backend = get_backend(t.backend)
             for m in t.models:
-                v = _Variant(_variant_name(t, m), t, models[m], backend)
+                v = _Variant(variant_name(t, m), t, models[m], backend)
                 progress.say(f"compile {v.name}")
-                assert v.model.path is not None
-                v.compiled = backend.compile(v.model.path, models_dir, v.name, t.options)
+                if backend.source == "torch":
+                    if model.kind != "torch":
+                        raise InputError(f"target {t.backend!r} needs a torch model; the checkpoint is ONNX")
+                    v.compiled = backend.compile_torch(  # type: ignore[attr-defined]
+                        model.module,
+                        task.example_inputs(2),
+                        task.input_names,
+                        task.output_names,
+                        models_dir,
+                        v.name,
+                        t.options,
+                    )
+                else:
+                    assert v.model.path is not None
+                    v.compiled = backend.compile(v.model.path, models_dir, v.name, t.options)
                 variants.append(v)
         d["variants"] = [v.name for v in variants]
         d["_summary"] = ", ".join(d["variants"])
@@ -622,6 +641,3 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-ProgressCallback = Callable[[str], None]

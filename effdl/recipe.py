@@ -122,6 +122,11 @@ class Recipe(Strict):
             if out not in produced:
                 produced.append(out)
         for i, t in enumerate(self.targets):
+            if t.backend == "torch" and t.models != ["fp32"]:
+                raise ValueError(
+                    f"targets.{i}.models: the torch backend packages the torch model after the torch stages "
+                    f"(models: [fp32]); choose its precision with options.precision, not {t.models}"
+                )
             for m in t.models:
                 if m not in produced:
                     raise ValueError(f"targets.{i}.models: no model named {m!r} is produced (have {produced})")

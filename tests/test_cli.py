@@ -118,3 +118,27 @@ def test_zoo_train_and_list(monkeypatch, capsys, tmp_path: Path) -> None:
     assert code == 2 and "must end in .safetensors" in out
     code, out = run_cli(monkeypatch, capsys, "zoo", "list", "--family", "cnn")
     assert code == 0 and "resnet8" in out and "lenet5" in out
+
+
+def test_recipes_commands(monkeypatch, capsys, tmp_path: Path) -> None:
+    code, out = run_cli(monkeypatch, capsys, "recipes", "list")
+    assert code == 0 and "default" in out and "openvino-int8" in out and "torch-compile-fp32" in out
+    code, out = run_cli(monkeypatch, capsys, "recipes", "stages")
+    assert code == 0 and "quantize" in out and "calibration='minmax'" in out and "exclude=[]" in out
+    bad = tmp_path / "r.yaml"
+    bad.write_text("stages:\n  - stage: quantize\n    config: {samples: 0}\n")
+    code, out = run_cli(monkeypatch, capsys, "recipes", "check", str(bad))
+    assert code == 2 and "stages.0.config.samples" in out
+
+
+def test_inspect_package(monkeypatch, capsys, tmp_path: Path, lenet_ckpt: Path) -> None:
+    from effdl.pipeline import compress
+    from effdl.recipe import parse_recipe
+
+    compress(lenet_ckpt, parse_recipe({"benchmark": {"enabled": False}, "verify": {"samples": 50}}), tmp_path / "p")
+    code, out = run_cli(monkeypatch, capsys, "inspect", str(tmp_path / "p"), "--verify")
+    assert code == 0 and "onnxruntime-fp32" in out and "image['?', 1, 32, 32]:float32" in out
+    assert "files match their sha256" in out
+    (tmp_path / "p" / "models" / "fp32.onnx").write_bytes(b"x")
+    code, out = run_cli(monkeypatch, capsys, "inspect", str(tmp_path / "p"), "--verify")
+    assert code == 2 and "fp32.onnx" in out

@@ -145,3 +145,32 @@ def test_pt2_input(lenet_ckpt: Path, tmp_path: Path) -> None:
     report = compress(tmp_path / "m.pt2", recipe, tmp_path / "out", task="digits").report
     assert report["source"]["format"] == "torch-export"
     assert report["variants"][1]["verification"]["max_abs_error"] < 1e-4
+
+
+def test_torch_backend_variants_are_verified_and_packaged(lenet_ckpt: Path, tmp_path: Path) -> None:
+    recipe = parse_recipe(
+        {
+            "targets": [
+                {"backend": "torch", "options": {"mode": "eager", "precision": "fp32"}},
+                {"backend": "torch", "options": {"mode": "eager", "precision": "bf16"}},
+            ],
+            "verify": {"samples": 100, "max_metric_drop": 2.0, "min_agreement": {"top1_agreement": 95}},
+            "benchmark": {"warmup": 2, "queries": 10},
+        }
+    )
+    report = compress(lenet_ckpt, recipe, tmp_path / "out").report
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert by_name["torch-eager-fp32"]["verification"]["max_abs_error"] < 1e-4
+    assert by_name["torch-eager-bf16"]["precision"] == "bf16" and by_name["torch-eager-bf16"]["accepted"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {f for v in manifest["variants"] for f in v["files"]} == {
+        "models/torch-eager-fp32.pt2",
+        "models/torch-eager-bf16.pt2",
+    }
+
+
+def test_torch_backend_takes_only_the_fp32_model() -> None:
+    from effdl.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="torch backend packages the torch model"):
+        parse_recipe({"stages": [{"stage": "quantize"}], "targets": [{"backend": "torch", "models": ["int8"]}]})

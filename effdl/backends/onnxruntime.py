@@ -11,7 +11,9 @@ import numpy as np
 from effdl.backends.base import Backend, Compiled, TensorSpec, numpy_dtype_name
 from effdl.errors import InputError
 
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# device -> execution provider. "tensorrt" is ONNX Runtime's route to TensorRT: ORT partitions the graph,
+# hands TensorRT what it supports and runs the rest on CUDA (needs onnxruntime-gpu built with TensorRT).
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 class OnnxRuntimeRunner:
@@ -55,7 +57,9 @@ class OnnxRuntimeBackend(Backend):
         else:
             dest = Path(out_dir) / f"{name}.onnx"
             shutil.copyfile(src, dest)
-        return Compiled([dest.name], {"format": "onnx", "onnxruntime_version": ort.__version__})
+        return Compiled(
+            [dest.name], {"format": "onnx", "onnxruntime_version": ort.__version__, "options": dict(options)}
+        )
 
     def load(
         self,
@@ -82,12 +86,23 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(root / compiled.files[0]), so, providers=[provider])
+        path = str(root / compiled.files[0])
+        providers: list[Any] = [provider]
+        if device == "tensorrt":
+            from effdl.backends.tensorrt import ort_tensorrt_provider_options
+
+            probe = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            shapes = [(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape)) for i in probe.get_inputs()]
+            opts = {**compiled.meta.get("options", {}), **(options or {})}
+            trt_opts = ort_tensorrt_provider_options(shapes, opts, root / "ort-tensorrt-cache")
+            providers = [(provider, trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        session = ort.InferenceSession(path, so, providers=providers)
         info = {
             "backend": self.name,
             "version": ort.__version__,
             "device": device,
             "provider": provider,
+            "providers": session.get_providers(),
             "threads": threads,
         }
         return OnnxRuntimeRunner(session, info)

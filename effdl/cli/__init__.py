@@ -6,12 +6,14 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from effdl import __version__
 from effdl.errors import EffdlError
 
-console = Console()
-err_console = Console(stderr=True)
+# Rich wraps at 80 columns when output is not a terminal (CI logs, pipes); tables need more.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 app = typer.Typer(
     name="effdl",
@@ -40,6 +42,7 @@ def _root(
 @app.command("backends")
 def backends_cmd() -> None:
     """List the deployment backends, whether each is available here, and why not."""
+    from rich.markup import escape
     from rich.table import Table
 
     from effdl.backends import availability
@@ -48,18 +51,20 @@ def backends_cmd() -> None:
     for col in ("backend", "available", "version", "devices", "why not / how to install"):
         table.add_column(col)
     for name, a in availability().items():
-        why = "" if a.available else f"{a.reason}. Install: {a.install_hint}"
+        why = "" if a.available else escape(f"{a.reason}. Install: {a.install_hint}")
         table.add_row(name, "yes" if a.available else "no", a.version or "-", ",".join(a.devices) or "-", why)
     console.print(table)
 
 
 def _mount() -> None:
-    from effdl.cli import compress, devices, report, zoo
+    from effdl.cli import compress, devices, inspect, recipes, report, zoo
 
     app.command("compress")(compress.compress_cmd)
     app.command("report")(report.report_cmd)
     app.add_typer(zoo.app, name="zoo")
     app.add_typer(devices.app, name="devices")
+    app.add_typer(recipes.app, name="recipes")
+    app.command("inspect")(inspect.inspect_cmd)
 
 
 _mount()
@@ -70,9 +75,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except EffdlError as e:
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from effdl.pipeline import Progress
@@ -54,7 +55,11 @@ def results_table(report: dict[str, Any]) -> Table:
     for v in report["variants"]:
         b = v.get("benchmark") or {}
         lat = b.get("latency_ms") or {}
-        status = "reference" if v.get("reference") else ("ok" if v["accepted"] else f"[red]refused: {v['reason']}[/]")
+        status = (
+            "reference"
+            if v.get("reference")
+            else ("ok" if v["accepted"] else f"[red]refused: {escape(str(v['reason']))}[/]")
+        )
         if b.get("noisy"):
             status += " [yellow](noisy)[/]"
         table.add_row(

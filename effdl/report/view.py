@@ -513,8 +513,16 @@ def facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     device = report.get("device")
     if device:
         profile = device.get("profile", "?")
-        rest = fmt_details({k: v for k, v in device.items() if k != "profile" and v is not None}, limit=300)
-        out.append(("device", f"{profile}" + (f" ({rest})" if rest else "")))
+        parts = [str(device["description"])] if device.get("description") else []
+        for p in device.get("peaks") or []:
+            if p.get("ops_per_s"):
+                parts.append(f"{p.get('variant') or p.get('unit')} {p['dtype']} peak {p['ops_per_s'] / 1e9:,.0f} Gop/s")
+        power = device.get("power") or {}
+        if (power.get("idle_w") or {}).get("value") is not None and (power.get("max_w") or {}).get("value") is not None:
+            parts.append(f"power {power['idle_w']['value']:g}-{power['max_w']['value']:g} W")
+        if not parts:  # a profile without these fields: show what it has
+            parts = [fmt_details({k: v for k, v in device.items() if k != "profile" and v is not None}, limit=300)]
+        out.append(("device", f"{profile}" + (f" ({'; '.join(x for x in parts if x)})" if parts else "")))
     else:
         out.append(("device", "no device profile"))
     out.append(("effdl", f"{report['effdl_version']}, {report['kind']} run, created {report['created']}"))

@@ -35,6 +35,7 @@ RUNTIME_FILES: tuple[str, ...] = (
     "effdl/backends/onnxruntime.py",
     "effdl/backends/openvino.py",
     "effdl/backends/tensorrt.py",
+    "effdl/backends/torch.py",  # a torch variant runs only where the remote has torch; the others never import it
     "effdl/benchmark/worker.py",
     "effdl/benchmark/scenarios.py",
     "effdl/benchmark/stats.py",

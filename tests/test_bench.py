@@ -324,7 +324,8 @@ def test_cli_bench_onnx_writes_valid_report_and_renderings(tmp_path: Path) -> No
     assert report["kind"] == "bench" and report["bench"]["scenario"] == "single-stream"
     (v,) = report["variants"]
     b = v["benchmark"]
-    assert v["name"] == "onnxruntime-fp32" and b["queries"] >= 50 and b["duration_s"] >= 0.3
+    assert v["name"] == "onnxruntime-fp32" and b["queries"] >= 50
+    assert b["duration_s"] >= 0.3 * 0.95  # from the first query; LoadGen starts its own clock slightly earlier
     assert b["latency_ms"]["p50"] <= b["latency_ms"]["p90"] <= b["latency_ms"]["p99"]
     assert b["target_percentile"]["percentile"] == 90 and b["peak_rss_bytes"] > 10e6
     assert b["model_size_bytes"] == model.stat().st_size

@@ -444,3 +444,17 @@ def test_build_report_names_precision_that_ran_and_flags_problems(tmp_path: Path
     assert "p99 50.000 ms vs bound 1 ms: NOT met" in notes and "openvino-fp32: noisy run" in notes
     assert "shorter than the MLPerf rules for server" in notes
     assert r["summary"]["best"] == "onnxruntime-fp32" and "reference" not in r
+
+
+def test_energy_on_a_host_without_device_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime-only remote (no pydantic/pyyaml): sensors only, else no energy with the reason; never a guess."""
+    import sys
+
+    from effdl.benchmark import worker
+
+    monkeypatch.setitem(sys.modules, "effdl.devices", None)  # import fails as it would there
+    meter, why = worker._energy_meter({"device": None})
+    if meter is None:
+        assert "device profiles unavailable here" in why and "estimate" in why
+    else:  # a readable sensor (RAPL as root on bare metal, NVML, Jetson rails)
+        assert meter.name != "estimate"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,6 @@ from effdl.errors import InputError, UnknownNameError
 from effdl.report import load_report, validate_report
 
 HAVE_LOADGEN = scenarios.loadgen_available()[0]
-DRIVERS = ["builtin", pytest.param("loadgen", marks=pytest.mark.skipif(not HAVE_LOADGEN, reason="no mlperf_loadgen"))]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,60 +147,105 @@ class Recorder:
 
 FEEDS = [{"x": np.full((2, 3), i, np.float32)} for i in range(6)]
 
+# name -> (scenario, settings, sleep per call, concat, expected latency)
+CASES: dict[str, tuple[str, dict, float, bool, float]] = {
+    "single": ("single-stream", {"min_queries": 40, "duration_s": 0.15}, 2e-4, True, 2.5e-4),
+    "multi-concat": ("multi-stream", {"min_queries": 20, "duration_s": 0.05, "samples_per_query": 4}, 2e-4, True, 1e-3),
+    "multi-loop": ("multi-stream", {"min_queries": 20, "duration_s": 0.05, "samples_per_query": 4}, 2e-4, False, 1e-3),
+    "offline": ("offline", {"min_queries": 200, "duration_s": 0.1}, 1e-4, True, 1.5e-4),
+    "server": ("server", {"min_queries": 100, "duration_s": 0.2, "target_qps": 400, "target_latency_ms": 50}, 5e-4,
+               True, 5e-4),
+}  # fmt: skip
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_single_stream_meets_min_queries_and_duration(driver: str) -> None:
-    rec = Recorder()
-    s = settings_for("single-stream", min_queries=40, duration_s=0.15, warmup=0)
-    r = run_scenario(s, rec, FEEDS, driver=driver, expected_latency_s=2.5e-4)
-    assert r.queries >= 40 and r.duration_s >= 0.15 and r.samples == r.queries == len(r.latencies_s)
-    assert min(r.latencies_s) >= 2e-4  # each latency contains the call
-    assert set(rec.batches) == {2}
-    if driver == "loadgen":
-        assert r.driver["name"] == "mlperf_loadgen"
-        assert r.loadgen["query_count"] == r.queries
-        assert r.loadgen["min_duration_met"] is True and r.loadgen["min_queries_met"] is True
-        assert 0.2 < r.loadgen["latency_ms"]["p90"] < 50
-        assert r.loadgen["effective_settings"]["min_query_count"] == 40
+
+def scenario_case(name: str, driver: str) -> dict:
+    """Run one case and return what the tests check, as plain JSON."""
+    scenario, kw, sleep_s, concat, expected = CASES[name]
+    rec = Recorder(sleep_s)
+    r = run_scenario(settings_for(scenario, warmup=0, **kw), rec, FEEDS, concat=concat, driver=driver,
+                     expected_latency_s=expected)  # fmt: skip
+    return {
+        "queries": r.queries,
+        "samples": r.samples,
+        "n_latencies": len(r.latencies_s),
+        "min_latency_s": min(r.latencies_s),
+        "duration_s": r.duration_s,
+        "batches": sorted(set(rec.batches)),
+        "calls": len(rec.batches),
+        "driver": r.driver,
+        "loadgen": r.loadgen,
+    }
+
+
+@pytest.fixture(scope="module")
+def loadgen_runs() -> dict:
+    """Every case under LoadGen, run in one fresh process: LoadGen keeps process-wide state (its logger thread),
+    so effdl runs it only in benchmark worker processes, and the tests do the same."""
+    if not HAVE_LOADGEN:
+        pytest.skip("mlperf_loadgen is not installed")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import test_bench as t; "
+        "print(json.dumps({n: t.scenario_case(n, 'loadgen') for n in t.CASES}))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(params=["builtin", "loadgen"])
+def run_case(request: pytest.FixtureRequest) -> Callable[[str], dict]:
+    if request.param == "builtin":
+        return lambda name: scenario_case(name, "builtin")
+    runs = request.getfixturevalue("loadgen_runs")
+    return lambda name: runs[name]
+
+
+def test_single_stream_meets_min_queries_and_duration(run_case: Callable[[str], dict]) -> None:
+    r = run_case("single")
+    assert r["queries"] >= 40 and r["duration_s"] >= 0.15 and r["samples"] == r["queries"] == r["n_latencies"]
+    assert r["min_latency_s"] >= 2e-4  # each latency contains the call
+    assert r["batches"] == [2]
+    if r["driver"]["name"] == "mlperf_loadgen":
+        lg = r["loadgen"]
+        assert lg["query_count"] == r["queries"]
+        assert lg["min_duration_met"] is True and lg["min_queries_met"] is True
+        assert 0.2 < lg["latency_ms"]["p90"] < 50
+        assert lg["effective_settings"]["min_query_count"] == 40
     else:
-        assert r.driver == {"name": "effdl-builtin", "why": "requested"} and r.loadgen is None
+        assert r["driver"] == {"name": "effdl-builtin", "why": "requested"} and r["loadgen"] is None
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("concat", [True, False])
-def test_multi_stream_runs_queries_of_n_samples(driver: str, concat: bool) -> None:
-    rec = Recorder()
-    s = settings_for("multi-stream", min_queries=20, duration_s=0.05, warmup=0, samples_per_query=4)
-    r = run_scenario(s, rec, FEEDS, concat=concat, driver=driver, expected_latency_s=1e-3)
-    assert r.queries >= 20 and r.samples == 4 * r.queries
+def test_multi_stream_runs_queries_of_n_samples(run_case: Callable[[str], dict], concat: bool) -> None:
+    r = run_case("multi-concat" if concat else "multi-loop")
+    assert r["queries"] >= 20 and r["samples"] == 4 * r["queries"]
     # one call of 4 x 2 items per query when the batch axis is dynamic, else four calls of 2
-    assert set(rec.batches) == ({8} if concat else {2})
-    assert len(rec.batches) == (r.queries if concat else 4 * r.queries)
+    assert r["batches"] == ([8] if concat else [2])
+    assert r["calls"] == (r["queries"] if concat else 4 * r["queries"])
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_offline_runs_one_query_of_many_samples(driver: str) -> None:
-    rec = Recorder(1e-4)
-    s = settings_for("offline", min_queries=200, duration_s=0.1, warmup=0)
-    r = run_scenario(s, rec, FEEDS, driver=driver, expected_latency_s=1.5e-4)
-    assert r.queries == 1 and r.samples >= 200 and len(r.latencies_s) == r.samples
-    assert r.duration_s >= 0.1 * 0.9
-    if driver == "loadgen":
-        assert r.loadgen["samples_per_second"] > 0
+def test_offline_runs_one_query_of_many_samples(run_case: Callable[[str], dict]) -> None:
+    r = run_case("offline")
+    assert r["queries"] == 1 and r["samples"] >= 200 and r["n_latencies"] == r["samples"]
+    assert r["duration_s"] >= 0.1 * 0.9
+    if r["loadgen"]:
+        assert r["loadgen"]["samples_per_second"] > 0
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_server_poisson_arrivals_and_latency_bound(driver: str) -> None:
-    rec = Recorder(5e-4)
-    s = settings_for("server", min_queries=100, duration_s=0.2, warmup=0, target_qps=400, target_latency_ms=50)
-    r = run_scenario(s, rec, FEEDS, driver=driver, expected_latency_s=5e-4)
-    assert r.samples >= 100 and r.queries == r.samples
+def test_server_poisson_arrivals_and_latency_bound(run_case: Callable[[str], dict]) -> None:
+    r = run_case("server")
+    assert r["samples"] >= 100 and r["queries"] == r["samples"]
     # 400 QPS for >= 100 queries: about 0.25 s of arrivals; the achieved rate follows the target
-    assert 200 < r.samples / r.duration_s < 600
-    assert min(r.latencies_s) >= 5e-4
-    if driver == "loadgen":
-        assert r.loadgen["perf_constraints_met"] is True  # 0.5 ms calls at 20% load are far below 50 ms
-        assert r.loadgen["effective_settings"]["target_qps"] == 400
+    assert 200 < r["samples"] / r["duration_s"] < 600
+    assert r["min_latency_s"] >= 5e-4
+    if r["loadgen"]:
+        assert r["loadgen"]["perf_constraints_met"] is True  # 0.5 ms calls at 20% load are far below 50 ms
+        assert r["loadgen"]["effective_settings"]["target_qps"] == 400
 
 
 def test_server_default_target_qps_is_half_the_warmup_rate() -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,19 @@ METHOD = (
     "single-stream: time.perf_counter around each synchronous call, batch {batch}, after {warmup} "
     "untimed warm-up calls, in a fresh process per variant ({threads} intra-op threads)"
 )
+
+# How one query is timed, per scenario (the driver and settings are appended).
+METHODS = {
+    "single-stream": "single-stream: one query (1 sample of batch {batch}) at a time, issued when the previous "
+    "completes; latency = perf_counter_ns from the query's hand-over to the system under test to its completion",
+    "multi-stream": "multi-stream: queries of {spq} samples of batch {batch} ({how}), issued when the previous "
+    "completes; latency = perf_counter_ns from hand-over to the completion of the query's last sample",
+    "offline": "offline: one query of {samples} samples of batch {batch}, run one call per sample back to back; "
+    "latency = perf_counter_ns around each call; throughput = samples x batch / wall time of the query",
+    "server": "server: queries of 1 sample of batch {batch} arriving as a Poisson process at {qps:g} QPS, queued "
+    "and run by one worker thread; latency = perf_counter_ns from arrival to completion (queueing included); "
+    "throughput = completed samples x batch / wall time",
+}
 
 
 def time_queries(fn: Callable[[], Any], warmup: int, queries: int, min_duration_s: float = 0.0) -> list[float]:
@@ -42,7 +55,10 @@ def time_queries(fn: Callable[[], Any], warmup: int, queries: int, min_duration_
     return lat
 
 
-def _torch_fn(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[Callable[[], Any], dict[str, Any]]:
+Infer = Callable[[Mapping[str, np.ndarray]], Any]
+
+
+def _torch_fn(spec: dict[str, Any], feed: dict[str, np.ndarray]) -> tuple[Infer, dict[str, Any]]:
     import torch
 
     from effdl.sources import load_checkpoint
@@ -51,81 +67,242 @@ def _torch_fn(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[Calla
         torch.set_num_threads(int(spec["threads"]))
     lm = load_checkpoint(spec["path"], arch=spec.get("arch"), factory=spec.get("factory"), task=spec.get("task"))
     module = lm.module  # already in eval mode (a torch.export module has no .eval())
-    args = [torch.from_numpy(feeds[n]) for n in spec["input_names"]]
+    names = list(spec["input_names"])
+    from_numpy = torch.from_numpy
 
-    def fn() -> Any:
+    def infer(f: Mapping[str, np.ndarray]) -> Any:
         with torch.inference_mode():
-            return module(*args)
+            return module(*[from_numpy(f[n]) for n in names])
 
-    return fn, {"backend": "torch", "mode": "eager", "version": torch.__version__, "threads": torch.get_num_threads()}
+    info = {"backend": "torch", "mode": "eager", "version": torch.__version__, "threads": torch.get_num_threads()}
+    return infer, info
 
 
-def _package_fn(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[Callable[[], Any], dict[str, Any]]:
+def _package_fn(spec: dict[str, Any], feed: dict[str, np.ndarray]) -> tuple[Infer, dict[str, Any]]:
     from effdl.runtime import load
 
     session = load(spec["root"], variant=spec["variant"], threads=spec.get("threads"))
-    session.run(feeds)  # validates once; the timed loop measures what an app calls
-    return (lambda: session.run(feeds)), dict(session.runner.info)
+    session.run(feed)  # validates once; the timed loop measures what an app calls
+    return session.run, dict(session.runner.info)
 
 
-def _onnx_fn(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import onnxruntime as ort
+def _onnx_fn(spec: dict[str, Any], feed: dict[str, np.ndarray]) -> tuple[Infer, dict[str, Any]]:
+    backend = spec.get("backend") or "onnxruntime"
+    names = list(spec["input_names"])
+    if backend == "onnxruntime" and not spec.get("options"):
+        import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    if spec.get("threads"):
-        so.intra_op_num_threads = int(spec["threads"])
-    sess = ort.InferenceSession(spec["path"], so, providers=["CPUExecutionProvider"])
-    feeds = {n: feeds[n] for n in spec["input_names"]}
-    return (lambda: sess.run(None, feeds)), {"backend": "onnxruntime", "version": ort.__version__}
+        so = ort.SessionOptions()
+        if spec.get("threads"):
+            so.intra_op_num_threads = int(spec["threads"])
+        sess = ort.InferenceSession(spec["path"], so, providers=["CPUExecutionProvider"])
+        run = sess.run
+
+        def infer(f: Mapping[str, np.ndarray]) -> Any:
+            return run(None, {n: f[n] for n in names})
+
+        return infer, {"backend": "onnxruntime", "version": ort.__version__}
+    # any other backend: compile the ONNX file with effdl's backend class into a scratch folder, then load it
+    import tempfile
+
+    from effdl.backends import backend_class
+
+    b = backend_class(backend)()
+    out = Path(tempfile.mkdtemp(prefix="effdl-bench-compile-"))
+    compiled = b.compile(Path(spec["path"]), out, "model", dict(spec.get("options") or {}))
+    runner = b.load(out, compiled, device=spec.get("target_device") or "cpu", threads=spec.get("threads"))
+    return runner.run, dict(runner.info)
 
 
 _KINDS = {"torch": _torch_fn, "package": _package_fn, "onnx": _onnx_fn}
 
 
-def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Benchmark what ``spec`` names in this process; returns the benchmark record."""
-    from effdl.benchmark.stats import summarize
-
+def _feeds_from(spec: dict[str, Any]) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The samples: arrays of ``samples x batch`` items split into feeds of ``batch`` (the pipeline's npz holds
+    one feed, its batch the arrays' length)."""
     data = np.load(spec["inputs_npz"])
-    feeds = {k: data[k] for k in data.files}
-    fn, info = _KINDS[spec["kind"]](spec, feeds)
-    meter, energy_error = None, None
+    arrays = {k: data[k] for k in data.files}
+    names = spec.get("input_names") or list(arrays)
+    arrays = {n: arrays[n] for n in names} if all(n in arrays for n in names) else arrays
+    total = len(next(iter(arrays.values())))
+    batch = int(spec.get("batch") or total)
+    n = max(1, total // batch)
+    return [{k: v[i * batch : (i + 1) * batch] for k, v in arrays.items()} for i in range(n)], batch
+
+
+def _settings_from(spec: dict[str, Any]) -> Any:
+    from effdl.benchmark.scenarios import Settings
+
+    if "settings" in spec:
+        return Settings(**spec["settings"]).validate()
+    # the pipeline's spec: a single-stream run of at least `queries` queries and `min_duration_s` seconds
+    return Settings(
+        scenario="single-stream",
+        min_queries=int(spec["queries"]),
+        min_duration_s=float(spec.get("min_duration_s") or 0.0),
+        warmup=int(spec["warmup"]),
+        rules="custom",
+    ).validate()
+
+
+def _energy_meter(spec: dict[str, Any]) -> tuple[Any, str | None]:
     try:
         from effdl.benchmark.energy import choose_meter
-        from effdl.devices import load_profile, profile_for_host
-
+    except ImportError as e:  # pragma: no cover - energy.py needs only the standard library
+        return None, str(e)
+    try:
+        try:
+            from effdl.devices import load_profile, profile_for_host
+        except ImportError as e:  # a runtime-only host (no pydantic / pyyaml): sensors only, no estimate
+            try:
+                return choose_meter(None), None
+            except EffdlError as e2:
+                return None, f"{e2.message}; device profiles unavailable here ({e})"
         profile = load_profile(spec["device"]) if spec.get("device") else profile_for_host(unit="cpu")
-        meter = choose_meter(profile)
+        return choose_meter(profile), None
     except EffdlError as e:  # no sensor and no profile figures to estimate from
-        energy_error = e.message
-    for _ in range(spec["warmup"]):
-        fn()
+        return None, e.message
+
+
+def _gpu_memory(info: dict[str, Any]) -> int | None:
+    text = json.dumps(info).lower()
+    if "cuda" not in text and "tensorrt" not in text:
+        return None
+    try:
+        from effdl.benchmark.gpu import process_gpu_memory
+
+        return process_gpu_memory()
+    except Exception:  # NVML missing or no permission: GPU memory is then unknown (null)
+        return None
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark what ``spec`` names in this process; returns the benchmark record.
+
+    ``spec`` names the model (``kind``: ``torch``, ``package``, ``onnx``), the inputs (``inputs_npz``, split
+    into samples of ``batch``), and either the pipeline's ``warmup``/``queries``/``min_duration_s`` (a
+    single-stream run) or ``settings`` (a :class:`effdl.benchmark.scenarios.Settings` as a dict) and ``driver``.
+    """
+    from effdl.benchmark.scenarios import METHOD_DRIVER, run_scenario, warmup
+    from effdl.benchmark.stats import summarize
+
+    feeds, batch = _feeds_from(spec)
+    settings = _settings_from(spec)
+    infer, info = _KINDS[spec["kind"]](spec, feeds[0])
+    meter, energy_error = _energy_meter(spec)
+    concat = bool(spec.get("concat", True))
+    spq = settings.samples_per_query if settings.scenario == "multi-stream" else 1
+    warm = warmup(infer, feeds, max(1, settings.warmup), samples_per_query=spq, concat=concat)
+    expected = float(np.median(warm))  # one query
+    # Memory of the loaded model after warm-up, before the load generator allocates its query schedule.
+    rss_model = peak_rss_bytes()
     if meter is not None:
         meter.start()
-    lat = time_queries(fn, 0, spec["queries"], spec.get("min_duration_s", 0.0))
+    res = run_scenario(
+        settings,
+        infer,
+        feeds,
+        concat=concat,
+        driver=spec.get("driver", "auto"),
+        expected_latency_s=expected,
+    )
     reading = meter.stop() if meter is not None else None
-    batch = len(next(iter(feeds.values())))
-    result = summarize(lat, batch=batch)
+    sc = settings.scenario
+    items_per_query = batch * (settings.samples_per_query if sc == "multi-stream" else 1)
+    result = summarize(res.latencies_s, batch=items_per_query)
+    inferences = res.samples * batch
+    if sc in ("offline", "server") and res.duration_s > 0:
+        result["throughput_per_s"] = inferences / res.duration_s
+        throughput_method = "samples completed x batch / wall time from first issue to last completion"
+    else:
+        throughput_method = "items per query / mean latency"
     if reading is not None:
-        energy = reading.to_json(len(lat) * batch)
+        energy = reading.to_json(inferences)
     else:
         from effdl.benchmark.energy import unavailable_json
 
         energy = unavailable_json(energy_error or "no meter")
     threads = info.get("threads") or spec.get("threads") or "runtime-default"
+    if "settings" in spec:
+        how = "one concatenated call" if spec.get("concat", True) else "one call per sample"
+        method = METHODS[sc].format(
+            batch=batch, spq=settings.samples_per_query, how=how, samples=res.samples, qps=settings.target_qps or 0
+        )
+        method += METHOD_DRIVER.format(
+            driver=res.driver.get("name"), warmup=len(warm), threads=threads, pct=settings.percentile
+        )
+    else:
+        method = METHOD.format(batch=batch, warmup=len(warm), threads=threads)
+        if res.driver.get("name") == "mlperf_loadgen":
+            method += "; queries issued by MLPerf LoadGen"
+    pct = float(np.percentile(np.asarray(res.latencies_s) * 1e3, settings.percentile))
     result.update(
         {
-            "scenario": "single-stream",
+            "scenario": sc,
             "batch": batch,
             "threads": spec.get("threads"),
-            "warmup": spec["warmup"],
-            "method": METHOD.format(batch=batch, warmup=spec["warmup"], threads=threads),
-            "peak_rss_bytes": peak_rss_bytes(),
+            "warmup": len(warm),  # at least 1: the warm-up median sizes the LoadGen schedule
+            "method": method,
+            "throughput_method": throughput_method,
+            "samples": res.samples,
+            "inferences": inferences,
+            "duration_s": res.duration_s,
+            "target_percentile": {"percentile": settings.percentile, "latency_ms": pct},
+            "settings": res.settings,
+            "driver": res.driver,
+            "loadgen": res.loadgen,
+            "peak_rss_bytes": rss_model,
+            "peak_rss_run_bytes": peak_rss_bytes(),
+            "gpu_memory_bytes": _gpu_memory(info),
             "runtime_info": info,
             "energy": energy,
         }
     )
+    if sc == "multi-stream":
+        result["samples_per_query"] = settings.samples_per_query
+    if sc == "server":
+        bound = settings.target_latency_ms
+        lg_met = (res.loadgen or {}).get("perf_constraints_met")
+        result["server"] = {
+            "target_qps": settings.target_qps,
+            "achieved_qps": res.samples / res.duration_s if res.duration_s > 0 else None,
+            "latency_bound_ms": bound,
+            "latency_percentile": settings.percentile,
+            "latency_at_percentile_ms": pct,
+            "latency_bound_met": bool(lg_met) if lg_met is not None else pct <= bound,
+            "how": "MLPerf LoadGen's perf-constraint verdict"
+            if lg_met is not None
+            else f"p{settings.percentile} <= bound",
+        }
+    if spec.get("collect_system"):
+        result["system"] = _system()
+        result["modules"] = sorted(
+            m for m in ("torch", "onnx", "openvino", "onnxruntime", "pydantic") if m in sys.modules
+        )
     return result
+
+
+def _system() -> dict[str, Any]:
+    """The host's facts for a report; on a runtime-only host (no pydantic/pyyaml) the basic platform facts."""
+    try:
+        from effdl.benchmark.system import report_system
+
+        return report_system()
+    except ImportError:
+        import platform
+        import socket
+
+        from effdl.benchmark.system import package_versions, usable_cores
+
+        return {
+            "hostname": socket.gethostname(),
+            "cpu": platform.processor() or platform.machine(),
+            "cores": usable_cores(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "architecture": platform.machine(),
+            "libraries": {k: v for k, v in package_versions().items() if v},
+        }
 
 
 def run_isolated(spec: dict[str, Any], workdir: Path, timeout_s: float = 600.0) -> dict[str, Any]:
@@ -135,7 +312,8 @@ def run_isolated(spec: dict[str, Any], workdir: Path, timeout_s: float = 600.0) 
     out_path = workdir / f"bench-{spec['label']}.out.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    here = str(Path(__file__).resolve().parents[2])  # the folder holding this effdl package
+    env["PYTHONPATH"] = os.pathsep.join([here, os.getcwd(), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run(
         [sys.executable, "-m", "effdl.benchmark.worker", str(spec_path), str(out_path)],
         capture_output=True,
@@ -144,15 +322,30 @@ def run_isolated(spec: dict[str, Any], workdir: Path, timeout_s: float = 600.0) 
         env=env,
     )
     if proc.returncode != 0 or not out_path.exists():
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"benchmark of {spec['label']} failed (exit {proc.returncode}): {tail}")
+        lines = proc.stderr.strip().splitlines()
+        errors = [ln[len("error: ") :] for ln in lines if ln.startswith("error: ")]
+        tail = errors[-1] if errors else "\n".join(lines[-5:])
+        err = BenchmarkError(f"benchmark of {spec['label']} failed (exit {proc.returncode}): {tail}")
+        if proc.returncode in (2, 3, 4):  # the worker's own EffdlError: keep its exit code (2 = bad input)
+            err.exit_code = proc.returncode
+        raise err
     return json.loads(out_path.read_text())
 
 
+class BenchmarkError(EffdlError, RuntimeError):
+    """A benchmark worker process failed; the message carries its error (a RuntimeError, as it always was)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m effdl.benchmark.worker SPEC.json OUT.json``; an effdl error prints ``error: ...`` and exits
+    with its code."""
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text())
-    result = run_spec(spec)
+    try:
+        result = run_spec(spec)
+    except EffdlError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
     Path(args[1]).write_text(json.dumps(result))
     return 0
 

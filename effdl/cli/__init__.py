@@ -57,10 +57,11 @@ def backends_cmd() -> None:
 
 
 def _mount() -> None:
-    from effdl.cli import compress, devices, inspect, recipes, report, zoo
+    from effdl.cli import bench, compress, devices, inspect, recipes, report, zoo
 
     app.command("compress")(compress.compress_cmd)
     app.command("report")(report.report_cmd)
+    app.command("bench")(bench.bench_cmd)
     app.add_typer(zoo.app, name="zoo")
     app.add_typer(devices.app, name="devices")
     app.add_typer(recipes.app, name="recipes")

@@ -20,7 +20,7 @@ from test_bench import cli_app, make_mlp, make_package  # noqa: I001  (pytest pu
 from typer.testing import CliRunner
 
 from effdl.benchmark import harness
-from effdl.benchmark.remote import RUNTIME_FILES, RemoteHost, stage
+from effdl.benchmark.remote import RemoteHost, runtime_files, stage
 from effdl.benchmark.scenarios import settings_for
 from effdl.errors import BackendUnavailableError, InputError
 from effdl.report import load_report
@@ -131,7 +131,8 @@ def test_stage_ships_runtime_and_package_only(tmp_path: Path) -> None:
     npz.write_bytes(b"npz")
     payload, specs = stage(t, [{"label": "w", "inputs_npz": str(npz), "variant": "onnxruntime-wide"}])
     names = set(tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz").getnames())
-    assert {"pkg/manifest.json", "pkg/models/wide.onnx", "inputs.npz", "specs/w.json", *RUNTIME_FILES} <= names
+    assert {"pkg/manifest.json", "pkg/models/wide.onnx", "inputs.npz", "specs/w.json", *runtime_files()} <= names
+    assert {"effdl/runtime/session.py", "effdl/backends/onnxruntime.py", "effdl/benchmark/worker.py"} <= names
     assert "pkg/models/fp32.onnx" not in names  # only the selected variants' files travel
     assert not any(n.startswith(("effdl/zoo", "effdl/compress", "effdl/pipeline", "effdl/cli")) for n in names)
     assert specs[0]["root"] == "pkg" and specs[0]["collect_system"] is True

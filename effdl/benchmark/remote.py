@@ -3,7 +3,7 @@
 What travels (one gzipped tar piped through ``ssh``, so the remote needs only ``sh``, ``tar`` and ``mktemp``,
 no rsync or scp): the package's ``manifest.json`` and the selected variants' files, the prepared input samples,
 one spec per variant, the device profile's YAML when one was given, and the minimal effdl code that loads a
-package and times it (:data:`RUNTIME_FILES`: the runtime, the backends, the benchmark worker and scenarios). The
+package and times it (:func:`runtime_files`: the runtime, the backends, the benchmark worker and scenarios). The
 remote needs Python >= 3.11 with numpy and onnxruntime or openvino; no torch, no effdl install. Each variant runs
 in its own ``python -m effdl.benchmark.worker`` process there; the JSON record comes back on stdout, and the
 temporary folder is removed at the end whatever happened.
@@ -23,27 +23,34 @@ from typing import Any
 
 from effdl.errors import BackendUnavailableError, InputError
 
-# The effdl modules a remote benchmark imports (relative to the folder holding the effdl package).
-RUNTIME_FILES: tuple[str, ...] = (
+# The effdl code a remote benchmark imports (relative to the folder holding the effdl package): every module of
+# the embedded runtime and of the backends (whatever they import among themselves), the benchmark worker and
+# what it uses. devices.py is used only where the remote has pydantic and pyyaml (energy estimate, host facts).
+RUNTIME_PACKAGES: tuple[str, ...] = ("effdl/runtime", "effdl/backends")
+RUNTIME_MODULES: tuple[str, ...] = (
     "effdl/__init__.py",
     "effdl/errors.py",
-    "effdl/runtime/__init__.py",
-    "effdl/runtime/manifest.py",
-    "effdl/runtime/session.py",
-    "effdl/backends/__init__.py",
-    "effdl/backends/base.py",
-    "effdl/backends/onnxruntime.py",
-    "effdl/backends/openvino.py",
-    "effdl/backends/tensorrt.py",
-    "effdl/backends/torch.py",  # a torch variant runs only where the remote has torch; the others never import it
+    "effdl/devices.py",
     "effdl/benchmark/worker.py",
     "effdl/benchmark/scenarios.py",
     "effdl/benchmark/stats.py",
     "effdl/benchmark/system.py",
     "effdl/benchmark/energy.py",
     "effdl/benchmark/gpu.py",
-    "effdl/devices.py",  # used only when the remote has pydantic and pyyaml (energy estimate, host facts)
 )
+
+
+def runtime_files() -> list[str]:
+    """The effdl source files shipped to the remote, relative to the folder holding the effdl package."""
+    import effdl
+
+    code_root = Path(effdl.__file__).resolve().parent.parent
+    files = list(RUNTIME_MODULES)
+    for pkg in RUNTIME_PACKAGES:
+        files += sorted(p.relative_to(code_root).as_posix() for p in (code_root / pkg).glob("*.py"))
+    return files
+
+
 _TMP_RE = re.compile(r"^/[\w./-]*effdl-bench\.[A-Za-z0-9]+$")
 _TARGET_RE = re.compile(r"^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$")
 
@@ -169,7 +176,7 @@ def stage(target: Any, specs: list[dict[str, Any]], *, device: str | None = None
     for v in target.variants:
         for f in v.files:
             files[f"pkg/{f}"] = root / f
-    for rel in RUNTIME_FILES:
+    for rel in runtime_files():
         files[rel] = code_root / rel
     files["inputs.npz"] = Path(specs[0]["inputs_npz"])
     remote_device = None

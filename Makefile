@@ -6,7 +6,7 @@ STAMP := $(VENV)/.effdl-installed
 DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= resnet8
 
-.PHONY: install demo test test-gpu lint clean
+.PHONY: install demo test test-gpu bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ GPU_PYTHON ?= python3
 test-gpu:
 	PYTHONPATH=$(CURDIR):$$PYTHONPATH $(GPU_PYTHON) -m pytest -q -m "gpu or tensorrt" tests
 	PYTHONPATH=$(CURDIR):$$PYTHONPATH $(GPU_PYTHON) bench/gpu.py --out runs/gpu
+
+# Acceptance scripts for the benchmark harness and the runtime (speed targets live here, not in unit tests).
+bench: install
+	$(PY) bench/harness_overhead.py
+	$(PY) bench/repeatability.py
+	$(PY) bench/runtime_overhead.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -99,6 +99,6 @@ def train_cmd(
         },
     )
     console.print(
-        f"{name}: held-out {result.task.metric.name} = {result.metric:.2f}{result.task.metric.unit} "
+        f"{name}: held-out {result.task.metric.name} = {result.metric:.4g}{result.task.metric.unit} "
         f"after {result.epochs} epochs in {result.seconds:.1f} s -> {output}"
     )

@@ -271,8 +271,10 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             )  # fmt: skip
             lines[-1] += " | ".join(cells) + (" | " if cells else "")
             lines[-1] += (
-                f"{r['p50_ms']:.3f} | {r['speedup_vs_torch']:.2f}x | " if r.get("p50_ms") else "- | - | "
-            ) + (f"{r['size_bytes'] / 1e6:.2f} | " if r.get("size_bytes") else "- | ") + f"{note.replace('|', '/')} |"
+                (f"{r['p50_ms']:.3f} | {r['speedup_vs_torch']:.2f}x | " if r.get("p50_ms") else "- | - | ")
+                + (f"{r['size_bytes'] / 1e6:.2f} | " if r.get("size_bytes") else "- | ")
+                + f"{note.replace('|', '/')} |"
+            )
         lines.append("")
         auto = [r for r in res["rows"] if r.get("why")]
         if auto:

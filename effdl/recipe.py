@@ -113,7 +113,9 @@ class Recipe(Strict):
         for i, spec in enumerate(self.stages):
             stage_cls = STAGES.get(spec.stage) if spec.stage in STAGES else None
             if stage_cls is None:
-                raise ValueError(f"stages.{i}.stage: unknown stage {spec.stage!r}; known: {', '.join(sorted(STAGES.names()))}")
+                raise ValueError(
+                    f"stages.{i}.stage: unknown stage {spec.stage!r}; known: {', '.join(sorted(STAGES.names()))}"
+                )
             if spec.input is not None and spec.input not in produced:
                 raise ValueError(f"stages.{i}.input: no model named {spec.input!r} before it (have {produced})")
             out = spec.output or stage_cls.default_output

@@ -336,9 +336,14 @@ class MoESlim(Stage):
                 if cfg.top_k > layer.num_experts:
                     raise InputError(f"moe-slim: top_k={cfg.top_k} > {layer.num_experts} experts left in {name!r}")
                 layer.top_k = cfg.top_k
-            layer.skip_threshold = cfg.skip_threshold
-            if cfg.dispatch is not None and hasattr(layer, "dispatch"):
-                layer.dispatch = cfg.dispatch
+            for key, value in (("skip_threshold", cfg.skip_threshold), ("dispatch", cfg.dispatch)):
+                if value is None or (key == "skip_threshold" and value == 0 and not hasattr(layer, key)):
+                    continue
+                if not hasattr(layer, key):
+                    raise InputError(
+                        f"moe-slim: {key} is set, but layer {name!r} ({type(layer).__name__}) has no {key}"
+                    )
+                setattr(layer, key, value)
             details["layers"][name] = rec
         if cfg.distill is not None:
             if ctx.teacher is None:

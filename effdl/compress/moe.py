@@ -278,7 +278,7 @@ class MoESlimConfig(StageConfig):
         0.0, ge=0, lt=1, description="Skip secondary experts whose routing weight is below this (0: never)."
     )
     dispatch: Literal["sparse", "dense"] | None = Field(
-        "sparse", description="Forward formulation of the slimmed layers (None: keep the model's)."
+        None, description="Forward formulation of the slimmed layers (None: keep the model's)."
     )
     calibration_samples: int | None = Field(200, ge=1, description="Calibration samples for routing statistics.")
     distill: DistillConfig | None = Field(None, description="Logit distillation from the unslimmed model afterwards.")

@@ -30,7 +30,7 @@ SLIM: dict[str, dict[str, Any]] = {
         "keep_experts": 4,
         "ranking": "reconstruction",
         "top_k": 1,
-        "distill": {"epochs": 1.0, "lr": 1e-3, "alpha": 0.5, "temperature": 2.0},
+        "distill": {"epochs": 0.25, "lr": 1e-3, "alpha": 0.5, "temperature": 2.0},
     },
     "prune4-top1": {"keep_experts": 4, "ranking": "reconstruction", "top_k": 1},
     "prune4-freq-top1": {"keep_experts": 4, "ranking": "frequency", "top_k": 1},

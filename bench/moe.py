@@ -30,7 +30,7 @@ SLIM: dict[str, dict[str, Any]] = {
         "keep_experts": 4,
         "ranking": "reconstruction",
         "top_k": 1,
-        "distill": {"epochs": 1.0, "lr": 1e-3, "alpha": 0.5, "temperature": 2.0},
+        "distill": {"epochs": 0.25, "lr": 1e-3, "alpha": 0.5, "temperature": 2.0},
     },
     "prune4-top1": {"keep_experts": 4, "ranking": "reconstruction", "top_k": 1},
     "prune4-freq-top1": {"keep_experts": 4, "ranking": "frequency", "top_k": 1},
@@ -89,7 +89,11 @@ def main() -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--variants", nargs="+", default=None, help=f"subset of {[*SLIM, *QUANT]} (default all; base always runs)"
+    )
     args = ap.parse_args()
+    chosen = set(args.variants or [*SLIM, *QUANT])
 
     import numpy as np
     import onnx
@@ -131,6 +135,8 @@ def main() -> int:
     base_path = add_onnx("base", base, None)
     slim_cls = STAGES.get("moe-slim")
     for name, cfg in SLIM.items():
+        if name not in chosen:
+            continue
         start = time.perf_counter()
         art, details = slim_cls(slim_cls.Config.model_validate(cfg)).apply(
             ModelArtifact("fp32", "torch", module=base), ctx, "fp32"
@@ -139,6 +145,8 @@ def main() -> int:
         add_onnx(name, art.module, details)
     q_cls = STAGES.get("moe-quantize")
     for name, cfg in QUANT.items():
+        if name not in chosen:
+            continue
         art, details = q_cls(q_cls.Config.model_validate(cfg)).apply(
             ModelArtifact("fp32", "onnx", path=base_path), ctx, name
         )

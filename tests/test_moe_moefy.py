@@ -11,7 +11,7 @@ import torch
 
 from effdl.compress import STAGES
 from effdl.compress.base import ModelArtifact, StageContext
-from effdl.compress.moe_moefy import MoEfiedMLP, balanced_kmeans, moefy_mlp
+from effdl.compress.moe_moefy_nn import MoEfiedMLP, balanced_kmeans, moefy_mlp
 from effdl.errors import InputError
 from effdl.tasks import get_task
 from effdl.zoo import get_model_entry

@@ -171,3 +171,12 @@ def test_moe_slim_recipe_end_to_end(tmp_path: Path) -> None:
     quant = next(s for s in report["stages"] if s["name"] == "moe-quantize")["details"]
     assert set(quant["plan"]) == {"blocks.0.mlp.experts.0", "blocks.0.mlp.experts.1"}  # the pruned model's
     assert {v["name"] for v in report["variants"] if v["accepted"]} >= {"onnxruntime-fp32", "onnxruntime-moe-int8"}
+
+
+def test_slimming_a_model_fresh_from_training(task) -> None:  # noqa: ANN001
+    model = _model()
+    model.train()
+    model(torch.randint(1, 16, (2, 8)))  # leaves a non-leaf aux_loss on each MoE layer, as training does
+    model.eval()
+    art, _ = _slim(model, task, {"keep_experts": 3, "calibration_samples": 8})
+    assert art.module.blocks[0].mlp.num_experts == 3 and model.blocks[0].mlp.aux_loss is not None

@@ -34,6 +34,19 @@ def moe_layers(module: Any) -> list[tuple[str, Any]]:
     ]
 
 
+def clone_module(module: Any) -> Any:
+    """``copy.deepcopy`` of a module, minus any training-time ``aux_loss`` tensor left on its submodules
+    (a non-leaf tensor from the last training forward, which deepcopy refuses); the original keeps it."""
+    stash = [(m, m.aux_loss) for m in module.modules() if getattr(m, "aux_loss", None) is not None]
+    for m, _ in stash:
+        m.aux_loss = None
+    try:
+        return copy.deepcopy(module)
+    finally:
+        for m, v in stash:
+            m.aux_loss = v
+
+
 def _require_moe(module: Any) -> list[tuple[str, Any]]:
     layers = moe_layers(module)
     if not layers:
@@ -121,7 +134,7 @@ def rank_by_reconstruction(layer: Any, x: Any, n_keep: int) -> tuple[list[int], 
     while len(keep) > n_keep:
         best: tuple[float, int] | None = None
         for e in keep:
-            trial = copy.deepcopy(layer)
+            trial = clone_module(layer)
             prune_layer(trial, [i for i in keep if i != e])
             err = float(torch.mean((_layer_out(trial, x) - ref) ** 2))
             if best is None or err < best[0]:
@@ -150,7 +163,7 @@ def merge_layer(layer: Any, n_experts: int, usage: np.ndarray) -> list[list[int]
 
     groups = [[i] for i in range(layer.num_experts)]
     weight = [float(u) + 1.0 for u in usage]  # +1: experts unseen in calibration still count a little
-    experts = [copy.deepcopy(e) for e in layer.experts]
+    experts = [clone_module(e) for e in layer.experts]
     rows = [layer.router.weight[i].detach().clone() for i in range(layer.num_experts)]
     while len(experts) > n_experts:
         vecs = torch.stack([_expert_vector(e) for e in experts])
@@ -278,7 +291,7 @@ class MoESlimConfig(StageConfig):
         0.0, ge=0, lt=1, description="Skip secondary experts whose routing weight is below this (0: never)."
     )
     dispatch: Literal["sparse", "dense"] | None = Field(
-        "sparse", description="Forward formulation of the slimmed layers (None: keep the model's)."
+        None, description="Forward formulation of the slimmed layers (None: keep the model's)."
     )
     calibration_samples: int | None = Field(200, ge=1, description="Calibration samples for routing statistics.")
     distill: DistillConfig | None = Field(None, description="Logit distillation from the unslimmed model afterwards.")
@@ -304,7 +317,7 @@ class MoESlim(Stage):
         cfg: MoESlimConfig = self.config  # type: ignore[assignment]
         if model.kind != "torch":
             raise InputError("moe-slim is a torch stage; the model is ONNX")
-        student = copy.deepcopy(model.module).eval()
+        student = clone_module(model.module).eval()
         layers = _require_moe(student)
         inputs = capture_layer_inputs(student, ctx.task, cfg.calibration_samples)
         details: dict[str, Any] = {"layers": {}, "config": cfg.model_dump(exclude={"distill"})}
@@ -336,9 +349,14 @@ class MoESlim(Stage):
                 if cfg.top_k > layer.num_experts:
                     raise InputError(f"moe-slim: top_k={cfg.top_k} > {layer.num_experts} experts left in {name!r}")
                 layer.top_k = cfg.top_k
-            layer.skip_threshold = cfg.skip_threshold
-            if cfg.dispatch is not None and hasattr(layer, "dispatch"):
-                layer.dispatch = cfg.dispatch
+            for key, value in (("skip_threshold", cfg.skip_threshold), ("dispatch", cfg.dispatch)):
+                if value is None or (key == "skip_threshold" and value == 0 and not hasattr(layer, key)):
+                    continue
+                if not hasattr(layer, key):
+                    raise InputError(
+                        f"moe-slim: {key} is set, but layer {name!r} ({type(layer).__name__}) has no {key}"
+                    )
+                setattr(layer, key, value)
             details["layers"][name] = rec
         if cfg.distill is not None:
             if ctx.teacher is None:

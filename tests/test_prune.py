@@ -87,6 +87,13 @@ def test_unstructured_per_layer_gradual(bert: tuple, tmp_path: Path) -> None:
         assert s == pytest.approx(0.5, abs=0.02), name
 
 
+def test_unstructured_global_gradual(bert: tuple, tmp_path: Path) -> None:
+    model, task = bert
+    cfg = {"sparsity": 0.7, "schedule": "gradual", "steps": 3, "finetune": {"epochs": 0}}
+    _, d = _run("prune-unstructured", cfg, model, task, tmp_path)
+    assert d["sparsity"]["pruned_layers"] == pytest.approx(0.7, abs=0.005)
+
+
 def test_unstructured_bad_exclude_regex(resnet: tuple, tmp_path: Path) -> None:
     model, task = resnet
     with pytest.raises(InputError, match="exclude"):

@@ -184,9 +184,11 @@ class PruneUnstructured(Stage):
         previous = 0.0
         for step, target in enumerate(targets, 1):
             if cfg.scope == "global":
-                # Masked weights are zero, hence the smallest: a cumulative count keeps earlier pruning.
+                # A repeated global prune ranks only the weights still unpruned: give it the missing count.
                 total = sum(m.weight.numel() for m, _ in params)
-                tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=round(target * total))
+                done = sum(int((m.weight_mask == 0).sum()) for m, _ in params if hasattr(m, "weight_mask"))
+                missing = max(0, round(target * total) - done)
+                tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=missing)
             else:
                 # A repeated per-layer prune applies ``amount`` to the weights still unpruned.
                 amount = (target - previous) / (1 - previous)

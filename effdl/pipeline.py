@@ -231,8 +231,8 @@ def _run(
             continue
         with rec.stage(spec.stage, stage_cls.summary) as d:
             model, details = stage_cls(cfg).apply(model, ctx, "fp32")
+            d["after"] = _torch_effect(model.module, task, held, ref_metric)  # first: reports truncate details
             d.update(details)
-            d["after"] = _torch_effect(model.module, task, held, ref_metric)
             a = d["after"]
             d["_summary"] = (
                 f"{task.metric.name} {a['metric']:.2f}{task.metric.unit} (drop {a['metric_drop']:.2f}), "
@@ -242,7 +242,13 @@ def _run(
     fp32_path = models_dir / "fp32.onnx"
     with rec.stage("export", "export to ONNX and check against torch") as d:
         if loaded.kind == "torch":
-            meta = {"effdl": json.dumps({"arch": loaded.arch, "config": loaded.config, "task": task.name})}
+            # After torch stages the architecture is no longer the source's config: record the lineage instead.
+            arch_meta = (
+                {"arch": loaded.arch, "config": None, "modified_by": model.lineage}
+                if torch_stages_ran
+                else {"arch": loaded.arch, "config": loaded.config}
+            )
+            meta = {"effdl": json.dumps({**arch_meta, "task": task.name})}
             export_onnx(
                 model.module,
                 task,

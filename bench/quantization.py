@@ -117,7 +117,7 @@ def time_torch(ckpt: Path, task: Any, npz: Path, work: Path, queries: int, threa
     return float(run_isolated(spec, work)["latency_ms"]["p50"])
 
 
-def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bench_model(name: str, args: argparse.Namespace, work: Path, publish: Any = None) -> dict[str, Any]:
     from effdl.export import export_onnx, torch_outputs
 
     t0 = time.perf_counter()
@@ -132,6 +132,18 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     tcfg = AutoQuantConfig(queries=args.queries, warmup=5, threads=args.threads)
     rows: list[dict[str, Any]] = []
     torch_p50 = time_torch(ckpt, task, npz, work, args.queries, args.threads)
+    res = {
+        "model": name, "task": task.name, "metric": task.metric.name, "unit": task.metric.unit,
+        "reference_metric": ref_metric, "samples": len(held), "limits": limits, "torch_p50_ms": torch_p50,
+        "rows": rows, "partial": True,
+    }  # fmt: skip
+
+    def progress() -> None:
+        for r in rows:
+            r["speedup_vs_torch"] = torch_p50 / r["p50_ms"] if r.get("p50_ms") else None
+        if publish is not None:
+            publish(res)
+
     rows.append({"method": "torch eager FP32", "backend": "torch", "metric": ref_metric, "p50_ms": torch_p50,
                  "size_bytes": fp32.stat().st_size, "agreement": {}})  # fmt: skip
 
@@ -147,6 +159,7 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
             except Exception as e:  # a backend that cannot run a format is a result, not a crash
                 row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
             rows.append(row)
+            progress()
             print(f"  {name:7s} {label:30s} {backend:12s} {row.get('p50_ms', '-')!s:>8.8} ms  {row.get('error', '')}",
                   flush=True)  # fmt: skip
 
@@ -182,13 +195,9 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         measure(label, art.path, backends, extra)  # type: ignore[arg-type]
     if name != "minilm" and not args.skip_qat:
         rows.extend(_qat_rows(module, task, work, inputs, held, ref, npz, tcfg, name))
-    for r in rows:
-        r["speedup_vs_torch"] = torch_p50 / r["p50_ms"] if r.get("p50_ms") else None
-    return {
-        "model": name, "task": task.name, "metric": task.metric.name, "unit": task.metric.unit,
-        "reference_metric": ref_metric, "samples": len(held), "limits": limits, "torch_p50_ms": torch_p50,
-        "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
-    }  # fmt: skip
+    progress()
+    res.update(partial=False, seconds=round(time.perf_counter() - t0, 1))
+    return res
 
 
 def _time_ov_bf16(path: Path, npz: Path, work: Path, cfg: AutoQuantConfig) -> float:
@@ -254,6 +263,8 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             lines += [f"### {res['model']}", "", f"failed: {res['error']}", ""]
             continue
         agree_keys = sorted({k for r in res["rows"] for k in (r.get("agreement") or {})})
+        if res.get("partial"):
+            lines += [f"(run stopped before all methods of {res['model']} were measured)", ""]
         lines += [
             f"### {res['model']} ({res['task']}, metric {res['metric']}{' ' + res['unit'] if res['unit'] else ''}, "
             f"FP32 {res['reference_metric']:.2f}; {res['samples']} held-out samples; limits {res['limits']})",
@@ -318,8 +329,13 @@ def main() -> int:
     try:
         for name in args.models.split(","):
             print(f"== {name}", flush=True)
+            done = list(results)
+
+            def publish(partial: dict[str, Any], done: list[dict[str, Any]] = done) -> None:
+                write([*done, partial], meta, Path(args.out))
+
             try:
-                results.append(bench_model(name.strip(), args, work))
+                results.append(bench_model(name.strip(), args, work, publish))
             except Exception as e:
                 traceback.print_exc()
                 results.append({"model": name, "error": f"{type(e).__name__}: {e}"})

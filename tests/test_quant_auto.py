@@ -21,7 +21,7 @@ from effdl.zoo import get_model_entry
 def lenet() -> torch.nn.Module:
     from effdl.zoo.train import train_entry
 
-    return train_entry(get_model_entry("lenet5"), epochs=3, seed=0).model
+    return train_entry(get_model_entry("lenet5"), epochs=1, seed=0).model
 
 
 def test_qat_finetunes_and_exports_qdq(tmp_path: Path, lenet: torch.nn.Module) -> None:

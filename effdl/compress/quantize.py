@@ -137,12 +137,32 @@ def mse_range(
     return fa * lo, fb * hi
 
 
+_EXTREME = 1e30  # attention masks use finfo(float32).min: such tensors keep their min-max range
+
+
 def _mse_ranges(
     model_in: Path, inputs: dict[str, np.ndarray], names: list[str], cfg: StaticQuantConfig, scratch: Path
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-activation MSE-optimal ranges as ORT ``TensorQuantOverrides`` (rmin/rmax), from histograms that
-    ORT's own histogram calibrator collects on the calibration split."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+    ORT's own histogram collector builds on the calibration split.
+
+    Tensors holding non-finite or extreme values (e.g. additive attention masks) are left to min-max:
+    clipping them would turn "masked" into "slightly less likely"."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
+
+    extreme: set[str] = set()
+
+    class _Collector(HistogramCollector):
+        def collect_value(self, name_to_arr: dict[str, Any]) -> None:
+            clean = {}
+            for name, arrs in name_to_arr.items():
+                a = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in arrs])
+                bad = ~np.isfinite(a) | (np.abs(a) > _EXTREME)
+                if bad.any():
+                    extreme.add(name)
+                    a = a[~bad]
+                clean[name] = [a if a.size else np.zeros(1)]
+            super().collect_value(clean)
 
     aug = scratch / "mse-augmented.onnx"
     calibrator = create_calibrator(
@@ -152,6 +172,10 @@ def _mse_ranges(
         calibrate_method=CalibrationMethod.Distribution,
         extra_options={"num_bins": 2048},
     )
+    calibrator.collector = _Collector(
+        method="distribution", symmetric=False, num_bins=2048, num_quantized_bins=128, percentile=99.999,
+        scenario="same",
+    )  # fmt: skip
     try:
         calibrator.collect_data(_Reader(inputs, names))
         hists = calibrator.collector.histogram_dict
@@ -160,6 +184,8 @@ def _mse_ranges(
         Path(str(aug) + ".data").unlink(missing_ok=True)
     out: dict[str, list[dict[str, Any]]] = {}
     for tensor, entry in hists.items():
+        if tensor in extreme:
+            continue
         hist, edges, tmin, tmax = entry[0], entry[1], float(entry[2]), float(entry[3])
         a, b = mse_range(np.asarray(hist), np.asarray(edges), cfg.symmetric_activations)
         a, b = max(a, min(tmin, 0.0)), min(b, max(tmax, 0.0))  # never wider than what was seen

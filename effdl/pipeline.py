@@ -264,7 +264,8 @@ def _run(
             d.update({"copied_from": str(loaded.onnx_path)})
             d["_summary"] = "input is ONNX: used as is"
         d["size_bytes"] = fp32_path.stat().st_size
-    models: dict[str, ModelArtifact] = {"fp32": ModelArtifact("fp32", "onnx", "fp32", path=fp32_path)}
+    # "fp32" names the exported model; its precision is what the torch stages left (int8 after QAT).
+    models: dict[str, ModelArtifact] = {"fp32": ModelArtifact("fp32", "onnx", model.precision, path=fp32_path)}
     latest = "fp32"
 
     # 3. ONNX stages (quantization).
@@ -335,7 +336,11 @@ def _run(
         "model": "fp32",
         "precision": "fp32",
         "files": [],
-        "size_bytes": loaded.path.stat().st_size,
+        "size_bytes": (
+            sum(f.stat().st_size for f in loaded.path.rglob("*") if f.is_file())
+            if loaded.path.is_dir()
+            else loaded.path.stat().st_size
+        ),
         "accepted": True,
         "reason": None,
         "reference": True,

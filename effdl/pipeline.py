@@ -351,7 +351,20 @@ def _run(
         "speedup": 1.0,
     }
     if recipe.benchmark.enabled:
-        _benchmark_all(loaded, task, recipe, root, scratch, reference, accepted, rec, progress, source_args, profile)
+        _benchmark_all(
+            loaded,
+            task,
+            recipe,
+            root,
+            scratch,
+            reference,
+            accepted,
+            rec,
+            progress,
+            source_args,
+            profile,
+            source["macs"],
+        )
         from effdl.runtime.host import host_fingerprint
 
         host = host_fingerprint()
@@ -460,6 +473,7 @@ def _benchmark_all(
     progress: Progress,
     source_args: dict[str, Any],
     profile: Any,
+    macs: int | None,
 ) -> None:
     from effdl.benchmark.worker import run_isolated, run_spec
 
@@ -505,7 +519,6 @@ def _benchmark_all(
             b.pop("runtime_info", None)
             v.record["benchmark"] = b
             v.record["speedup"] = ref_p50 / b["latency_ms"]["p50"] if b["latency_ms"]["p50"] > 0 else None
-        macs = source_macs(loaded, task)
         for r in (reference, *(v.record for v in accepted)):
             r["benchmark"]["roofline"] = _roofline(macs, r, profile)
         d["p50_ms"] = {

@@ -138,6 +138,34 @@ def _load_state(module: Any, state: dict[str, Any], path: Path) -> None:
         )
 
 
+def _from_meta(
+    kind: Literal["torch", "onnx"],
+    path: Path,
+    fmt: str,
+    digest: str,
+    meta: dict[str, Any],
+    task: str | None,
+    *,
+    arch: str | None,
+    module: Any = None,
+    onnx_path: Path | None = None,
+) -> LoadedModel:
+    """A :class:`LoadedModel` whose config, task and task options come from effdl metadata ``meta``."""
+    return LoadedModel(
+        kind,
+        path,
+        fmt,
+        digest,
+        module=module,
+        onnx_path=onnx_path,
+        arch=arch,
+        config=meta.get("config", {}),
+        task=task or meta.get("task"),
+        task_options=meta.get("task_options", {}),
+        meta=meta,
+    )
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -167,18 +195,7 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: not a valid ONNX model ({type(e).__name__}: {str(e)[:200]})") from e
         props = {p.key: p.value for p in proto.metadata_props}
         meta = _meta_from(path, props)
-        return LoadedModel(
-            "onnx",
-            path,
-            fmt,
-            digest,
-            onnx_path=path,
-            arch=meta.get("arch"),
-            config=meta.get("config", {}),
-            task=task or meta.get("task"),
-            task_options=meta.get("task_options", {}),
-            meta=meta,
-        )
+        return _from_meta("onnx", path, fmt, digest, meta, task, arch=meta.get("arch"), onnx_path=path)
 
     import torch
 
@@ -192,17 +209,8 @@ def load_checkpoint(
             ) from e
         meta = json.loads(extra["effdl.json"]) if extra.get("effdl.json") else _meta_from(path, None)
         module = ep.module()
-        return LoadedModel(
-            "torch",
-            path,
-            fmt,
-            digest,
-            module=module,
-            arch=meta.get("arch"),
-            config=meta.get("config", {}),
-            task=task or meta.get("task"),
-            task_options=meta.get("task_options", {}),
-            meta={**meta, "exported": ep},
+        return _from_meta(
+            "torch", path, fmt, digest, {**meta, "exported": ep}, task, arch=meta.get("arch"), module=module
         )
 
     if fmt == "safetensors":
@@ -239,18 +247,7 @@ def load_checkpoint(
         from effdl.zoo import get_model_entry
 
         task_name = get_model_entry(name).task
-    return LoadedModel(
-        "torch",
-        path,
-        fmt,
-        digest,
-        module=module,
-        arch=name,
-        config=meta.get("config", {}),
-        task=task_name,
-        task_options=meta.get("task_options", {}),
-        meta=meta,
-    )
+    return _from_meta("torch", path, fmt, digest, meta, task_name, arch=name, module=module)
 
 
 # --- Hugging Face model folders (config.json + *.safetensors): owned by effdl/zoo/hf.py -----------------

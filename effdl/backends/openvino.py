@@ -22,6 +22,36 @@ def _shape(partial_shape: Any) -> tuple[int | None, ...]:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
 
 
+# Runtime layer types of the CPU plugin that do the multiply-accumulates (what INT8 is meant to speed up).
+COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul"})
+
+
+def compute_precisions(compiled_model: Any) -> dict[str, Any]:
+    """How the compiled model's compute layers (convolutions, fully-connected, MatMul) actually run.
+
+    Reads the CPU plugin's runtime graph (``get_runtime_model()``: the graph after OpenVINO's own
+    fusions, with each node's ``layerType`` and ``runtimePrecision``). Returns ``{"layers": {type:
+    {precision: count}}, "int8": n, "float": n}``: in an INT8 model every compute layer should run
+    i8/u8; one that runs f32/bf16 means a dequantize path was left and that layer gained nothing.
+    OpenVINO has no public API that answers this directly, hence reading the runtime graph here.
+    """
+    layers: dict[str, dict[str, int]] = {}
+    int8 = floating = 0
+    for op in compiled_model.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if kind not in COMPUTE_LAYERS:
+            continue
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "unknown"
+        per = layers.setdefault(kind, {})
+        per[precision] = per.get(precision, 0) + 1
+        if precision in ("i8", "u8"):
+            int8 += 1
+        else:
+            floating += 1
+    return {"layers": layers, "int8": int8, "float": floating}
+
+
 class OpenVinoRunner:
     """A compiled OpenVINO model; one infer request per calling thread, so concurrent calls are safe."""
 

@@ -189,7 +189,7 @@ def ov_compute(root: Path, files: list[str]) -> dict[str, Any]:
     return compute_precisions(cm)
 
 
-def compress_variant(arch: str, variant: str, ckpt: Path, work: Path) -> dict[str, Any]:
+def compress_variant(arch: str, variant: str, ckpt: Path, work: Path, static_shapes: bool = True) -> dict[str, Any]:
     """Run the pipeline for one (model entry, variant); return what the table needs from its report."""
     from effdl.pipeline import compress
     from effdl.recipe import parse_recipe
@@ -199,7 +199,11 @@ def compress_variant(arch: str, variant: str, ckpt: Path, work: Path) -> dict[st
             "name": f"{arch}-{variant}",
             "stages": stages_for(arch, variant),
             "targets": [
-                {"backend": "openvino", "models": ["fp32", "int8"], "options": {"inference_precision": "fp32"}}
+                {
+                    "backend": "openvino",
+                    "models": ["fp32", "int8"],
+                    "options": {"inference_precision": "fp32", "static_shapes": static_shapes},
+                }
             ],
             "verify": {"max_metric_drop": 100.0},  # the bench reports the drop; it does not gate on it
             "benchmark": {"enabled": False},  # timed below, side by side, each variant in its own process
@@ -295,7 +299,9 @@ def time_all(rows: list[dict[str, Any]], work: Path, rounds: int, queries: int, 
 COMPUTE_NODES = ("Convolution", "FullyConnected", "MatMul", "Subgraph i8")
 
 
-def profile_int8(row: dict[str, Any], work: Path, threads: int | None, calls: int = 300) -> dict[str, Any]:
+def profile_int8(
+    row: dict[str, Any], work: Path, threads: int | None, static_shapes: bool, calls: int = 300
+) -> dict[str, Any]:
     """Where a call of the row's OpenVINO INT8 model spends its time: OpenVINO's per-node counters
     (``PERF_COUNT``) summed per call, against the wall time of the same calls. Run in this process,
     after the timing rounds; these figures explain the latency table and are not part of it."""
@@ -308,10 +314,11 @@ def profile_int8(row: dict[str, Any], work: Path, threads: int | None, calls: in
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(
-        core.read_model(str(Path(row["package"]) / variant["files"][0])), "CPU", {**config, "PERF_COUNT": True}
-    )
     feeds = dict(np.load(work / "timing" / f"{row['arch']}-inputs.npz"))
+    model = core.read_model(str(Path(row["package"]) / variant["files"][0]))
+    if static_shapes:
+        model.reshape({k: list(v.shape) for k, v in feeds.items()})
+    compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True})
     request = compiled.create_infer_request()
     for _ in range(50):
         request.infer(feeds)
@@ -378,6 +385,11 @@ def render(rows: list[dict[str, Any]], settings: dict[str, Any], seconds: float)
     thread_text = (
         f"{threads} inference thread{'s' if threads != 1 else ''}" if threads else "OpenVINO's default threads"
     )
+    if settings.get("static_shapes"):
+        thread_text += (
+            ", each model compiled for its exact input shape (the backend's `static_shapes` option: at batch 1 a "
+            "dynamic-batch model pays for shape handling on every call, which weighs more on the smaller model)"
+        )
     lines = [
         "# Pruning and distillation",
         "",
@@ -573,6 +585,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads when timing (0: its default)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch threads for training / fine-tuning")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument(
+        "--static-shapes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="OpenVINO variants compiled for the exact input shapes (the backend's static_shapes option)",
+    )
     ap.add_argument("--render", action="store_true", help="only rewrite --out from the saved results")
     ap.add_argument("--profile-saved", action="store_true", help="add the per-node profile to saved results")
     args = ap.parse_args()
@@ -582,7 +600,10 @@ def main() -> int:
             if path.exists():
                 result = json.loads(path.read_text())
                 for row in result["rows"]:
-                    row["profile"] = profile_int8(row, args.work, result["settings"]["threads"])
+                    settings = result["settings"]
+                    row["profile"] = profile_int8(
+                        row, args.work, settings["threads"], settings.get("static_shapes", False)
+                    )
                 path.write_text(json.dumps(result, indent=2) + "\n")
         rows, seconds, settings = _saved(args.work)
         args.out.write_text(render(rows, settings, seconds))
@@ -596,20 +617,25 @@ def main() -> int:
     if args.torch_threads:
         # On a shared 2-core machine two torch threads wait on each other (a training step ran 30x slower).
         torch.set_num_threads(args.torch_threads)
-    settings = {"rounds": args.rounds, "queries": args.queries, "threads": args.threads or None}
+    settings = {
+        "rounds": args.rounds,
+        "queries": args.queries,
+        "threads": args.threads or None,
+        "static_shapes": args.static_shapes,
+    }
     for arch in args.models:  # one model at a time: its rows and timings always come from one run
         start = time.perf_counter()
         rows = []
         ckpt = checkpoint(arch, args.work)
         for variant in MODELS[arch]["variants"]:
             print(f"compress {arch} {variant} ...", flush=True)
-            row = compress_variant(arch, variant, ckpt, args.work)
+            row = compress_variant(arch, variant, ckpt, args.work, args.static_shapes)
             print(f"  {row['int8_metric']:.2f} (drop {row['int8_drop']:+.2f}), {row['macs']:,} MACs", flush=True)
             rows.append(row)
         print("timing (each variant in its own process) ...", flush=True)
         time_all(rows, args.work, args.rounds, args.queries, args.threads or None)
         for row in rows:
-            row["profile"] = profile_int8(row, args.work, args.threads or None)
+            row["profile"] = profile_int8(row, args.work, args.threads or None, args.static_shapes)
         result = {"seconds": time.perf_counter() - start, "settings": settings, "rows": rows}
         (args.work / f"results-{arch}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows, seconds, saved_settings = _saved(args.work)

@@ -234,3 +234,43 @@ def test_sparsity_config_errors() -> None:
         parse_recipe({"stages": [{"stage": "sparsity-24", "config": {"n": 4, "m": 4}}]})
     with pytest.raises(RecipeError, match="sparsity"):
         parse_recipe({"stages": [{"stage": "prune-unstructured", "config": {"sparsity": 1.5}}]})
+
+
+def test_structured_round_to_shrinks_onnx_and_openvino_runs_it_all_int8(tmp_path: Path) -> None:
+    """round_to keeps SIMD-friendly channel counts; the exported tensors shrink; OpenVINO runs every
+    convolution / fully-connected layer of the pruned INT8 model in i8/u8 (no leftover dequantize path)."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    from effdl.backends.openvino import compute_precisions
+    from effdl.export import export_onnx
+
+    torch.manual_seed(0)
+    model = get_model_entry("resnet8").build(width=16).eval()
+    task = get_task("digits", size=16, n_train=64)
+    pruned, d = _run(
+        "prune-structured", {"ratio": 0.5, "round_to": 8, "finetune": {"epochs": 0}}, model, task, tmp_path
+    )
+    convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.out_channels % 8 == 0 for m in convs)
+    assert pruned.stem[0].out_channels == 8 and d["macs_after"] < 0.3 * d["macs_before"]
+    fp32 = export_onnx(pruned, task, tmp_path / "pruned.onnx")
+    weights = {t.name: list(t.dims) for t in onnx.load(str(fp32)).graph.initializer}
+    for name, m in pruned.named_modules():  # every conv exports at its pruned shape, never the original's
+        if isinstance(m, torch.nn.Conv2d):
+            assert weights[f"{name}.weight"] == list(m.weight.shape)
+            assert m.weight.numel() < dict(model.named_modules())[name].weight.numel()
+
+    calib = task.split("calibration").take(8).inputs["image"]
+    dataset = nncf.Dataset(range(len(calib)), lambda i: {"image": calib[i : i + 1]})
+    int8 = tmp_path / "int8.onnx"
+    onnx.save(nncf.quantize(onnx.load(str(fp32)), dataset, subset_size=len(calib)), str(int8))
+    core = ov.Core()
+    summaries = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        summaries[name] = compute_precisions(compiled)
+    assert summaries["fp32"]["int8"] == 0 and summaries["fp32"]["float"] >= len(convs)
+    assert summaries["int8"]["float"] == 0 and summaries["int8"]["int8"] == summaries["fp32"]["float"]
+    assert set(summaries["int8"]["layers"]) <= {"Convolution", "FullyConnected"}

@@ -1,0 +1,51 @@
+"""OpenVINO backend: shape-specialized compilation (``static_shapes``) on a tiny dynamic-batch model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from effdl.backends.openvino import OpenVinoBackend
+from effdl.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    path = tmp_path_factory.mktemp("ov") / "tiny.onnx"
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 8),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
+    return path
+
+
+def test_static_shapes_compiles_per_shape_and_matches_dynamic(dynamic_onnx: Path, tmp_path: Path) -> None:
+    backend = OpenVinoBackend()
+    dynamic = backend.compile(dynamic_onnx, tmp_path, "dyn", {"inference_precision": "fp32"})
+    static = backend.compile(dynamic_onnx, tmp_path, "static", {"inference_precision": "fp32", "static_shapes": True})
+    assert static.meta["static_shapes"] is True and "static_shapes" not in dynamic.meta
+    ref = backend.load(tmp_path, dynamic)
+    run = backend.load(tmp_path, static)
+    assert run.info["static_shapes"] is True and run.inputs[0].name == "x" and run.inputs[0].shape == (None, 8)
+    rng = np.random.default_rng(0)
+    for batch in (1, 3, 1):
+        x = rng.standard_normal((batch, 8)).astype(np.float32)
+        np.testing.assert_allclose(run.run({"x": x})[0], ref.run({"x": x})[0], rtol=1e-5, atol=1e-6)
+    shapes = sorted(tuple(cm.inputs[0].get_partial_shape().to_shape()) for cm in run._by_shape.values())
+    assert shapes == [(1, 8), (3, 8)]  # one static compile per shape seen, reused for the second batch-1 call
+    assert not ref.compiled_model.inputs[0].get_partial_shape().is_static
+
+
+def test_static_shapes_must_be_a_bool(dynamic_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="static_shapes"):
+        OpenVinoBackend().compile(dynamic_onnx, tmp_path, "bad", {"static_shapes": "yes"})

@@ -108,3 +108,31 @@ def test_agreement_limits_rule() -> None:
     # No limits asked: none applied. A task whose default does not apply either: the recipe's stay (and refuse).
     assert agreement_limits(digits, {}, {"top1_agreement": 100.0}) == ({}, None)
     assert agreement_limits(digits, {"cosine": 0.99}, {}) == ({"cosine": 0.99}, None)
+
+
+def test_cached_checkpoint_matches_only_the_default_training(tmp_path: Path) -> None:
+    """bench/zoo.py reuses a checkpoint only while arch, config, task options, epochs and seed are the entry's."""
+    import json
+
+    from effdl.sources import load_checkpoint
+    from effdl.zoo import get_model_entry
+    from effdl.zoo.train import TrainResult, save_trained, trained_with_defaults
+
+    entry = get_model_entry("gcn")
+    task = get_task(entry.task, **entry.task_options)
+    result = TrainResult(entry.build(), task, entry.config(), 50.0, 0.1, entry.train.epochs)
+    path = save_trained(result, entry, tmp_path / "gcn.safetensors")
+    assert trained_with_defaults(path, entry) and not trained_with_defaults(path, entry, seed=1)
+    assert load_checkpoint(path).arch == "gcn"
+    assert not trained_with_defaults(path, get_model_entry("graphsage"))
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    for key, value in [("epochs", entry.train.epochs + 1), ("config", {**entry.config(), "hidden": 7})]:
+        changed = json.loads(json.dumps(meta))
+        (changed["trained"] if key == "epochs" else changed)[key] = value
+        side.write_text(json.dumps(changed))
+        assert not trained_with_defaults(path, entry), key
+    side.unlink()
+    assert not trained_with_defaults(path, entry)
+    tiny = TrainResult(entry.build(**entry.tiny), task, entry.config(**entry.tiny), 50.0, 0.1, entry.train.epochs)
+    assert not trained_with_defaults(save_trained(tiny, entry, tmp_path / "tiny.safetensors"), entry)

@@ -72,6 +72,28 @@ def checkpoint(name: str, cache: Path, log: Any) -> tuple[Path, dict[str, Any], 
     return path, json.loads(path.with_suffix(".json").read_text()), fresh
 
 
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN")
+
+
+def int8_coverage(path: Path) -> dict[str, Any] | None:
+    """How many of a QDQ model's compute ops (conv, matmul, gemm, recurrent) take a dequantized weight or input.
+
+    Static INT8 in ONNX Runtime quantizes only the op types it has kernels for: a recurrent model's
+    ``LSTM`` node stays FP32 in QDQ form, so its "INT8" variant is mostly FP32. This count says so.
+    """
+    import onnx
+
+    if not path.is_file():
+        return None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dq_outputs = {o for n in graph.node if n.op_type in ("DequantizeLinear", "DynamicQuantizeLinear") for o in n.output}
+    compute = [n for n in graph.node if n.op_type in COMPUTE_OPS]
+    integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM")]
+    quantized = [n for n in compute if any(i in dq_outputs for i in n.input)]
+    fp32 = sorted({n.op_type for n in compute if n not in quantized})
+    return {"quantized": len(quantized) + len(integer), "total": len(compute) + len(integer), "fp32_ops": fp32}
+
+
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
     """What the table needs from one pipeline report."""
     variants = {v["name"]: v for v in report["variants"]}
@@ -138,6 +160,7 @@ def bench_model(name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]
         try:
             report = compress(ckpt, parse_recipe(recipe_dict(kind, queries, warmup)), out, force=True).report
             runs[kind] = summarise(report)
+            runs[kind]["int8_coverage"] = int8_coverage(out / "models" / "int8.onnx")
         except VerificationError as e:  # nothing passed: keep the reason, the FP32 ONNX variants normally pass
             runs[kind] = {"error": str(e)}
         except Exception as e:  # a failed static quantization (an op it cannot handle) is a finding, not a crash
@@ -191,6 +214,12 @@ def row(r: dict[str, Any]) -> tuple[str, list[str]]:
             int8_cells.append(f"{_fmt_metric(v['metric'], unit)} {label}{' dyn' if kind == 'dynamic' else ''}{mark}")
             if not v["accepted"]:
                 notes.append(f"{kind} INT8 on {v['backend']} refused: {v['reason']}")
+        cov = run.get("int8_coverage")
+        if cov and cov["quantized"] < cov["total"]:
+            notes.append(
+                f"{kind} INT8 quantizes {cov['quantized']} of {cov['total']} compute ops; "
+                f"still FP32: {', '.join(cov['fp32_ops'])}"
+            )
         if run.get("min_agreement_note"):
             notes.append(f"verified with the task's own agreement limits {run['min_agreement']}")
     timed = [

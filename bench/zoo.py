@@ -6,8 +6,9 @@ For each model: train it with `effdl zoo train`'s code (``effdl.zoo.train``; the
 ``--cache`` and reused while its recorded architecture, config, task, epochs and seed match the zoo entry),
 then run ``effdl.pipeline.compress`` with the default recipe's static INT8 quantization (ONNX Runtime QDQ,
 MinMax calibration, per-channel weights) and its verify limits, compiled for ONNX Runtime and OpenVINO
-(FP32 inference precision pinned), FP32 beside INT8. Where static INT8 fails or no static INT8 variant
-passes verification, dynamic INT8 on ONNX Runtime is tried in a second run (recorded as such). The
+(FP32 inference precision pinned), FP32 beside INT8. Where static INT8 fails, no static INT8 variant
+passes verification, or static INT8 leaves recurrent ops (LSTM, GRU) in FP32, dynamic INT8 on ONNX Runtime
+runs too, in a second pipeline run (recorded as such). The
 pipeline times torch eager FP32 (the reference) and every accepted variant alone in a fresh process,
 single stream, batch 1.
 
@@ -169,7 +170,9 @@ def bench_model(name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]
         static_ok = kind == "static" and any(
             v["accepted"] and v["model"] == "int8" for v in runs["static"].get("variants", {}).values()
         )
-        if static_ok:
+        # Static QDQ leaves recurrent ops in FP32 (ONNX Runtime has no static INT8 LSTM/GRU); dynamic INT8 has.
+        recurrent_fp32 = {"LSTM", "GRU", "RNN"} & set((runs[kind].get("int8_coverage") or {}).get("fp32_ops", []))
+        if static_ok and not recurrent_fp32:
             break
     res["runs"] = runs
     res["load_after"] = os.getloadavg()[0]
@@ -270,7 +273,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "calibration on 100 samples, per-channel weights) and verify limits (metric drop at most 1 point of the "
         "task metric, top-1 agreement at least 97 %, or the task's own agreement limit where top-1 does not apply), "
         "for ONNX Runtime and OpenVINO (FP32 inference precision pinned). Where no static INT8 variant passes, "
-        "dynamic INT8 on ONNX Runtime is tried (`dyn`). Metrics are on the task's whole held-out split (↓: lower "
+        "or static INT8 leaves LSTM/GRU ops in FP32, dynamic INT8 on ONNX Runtime runs too (`dyn`). "
+        "Metrics are on the task's whole held-out split (↓: lower "
         "is better). Latency is the p50 of single-stream batch-1 queries "
         f"({meta['queries']} timed after {meta['warmup']} warm-up), each variant alone in a fresh process with "
         "the runtimes' default threads; torch is the model in eager mode, FP32. `best` is the fastest variant "

@@ -77,10 +77,12 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN")
 
 
 def int8_coverage(path: Path) -> dict[str, Any] | None:
-    """How many of a QDQ model's compute ops (conv, matmul, gemm, recurrent) take a dequantized weight or input.
+    """How many of a model's compute ops (conv, matmul, gemm, recurrent) run in INT8, and which op types do not.
 
-    Static INT8 in ONNX Runtime quantizes only the op types it has kernels for: a recurrent model's
-    ``LSTM`` node stays FP32 in QDQ form, so its "INT8" variant is mostly FP32. This count says so.
+    In QDQ form an op counts when its first two inputs (data and weight) both come from ``DequantizeLinear``,
+    the pattern backends fuse into integer kernels. A recurrent op (``LSTM``, ``GRU``) counts only in its
+    integer form (``DynamicQuantizeLSTM``): ONNX Runtime's static quantizer has no QDQ rule for it, so a
+    recurrent model's static "INT8" variant runs its recurrence in FP32. This count says so in the table.
     """
     import onnx
 
@@ -90,7 +92,11 @@ def int8_coverage(path: Path) -> dict[str, Any] | None:
     dq_outputs = {o for n in graph.node if n.op_type in ("DequantizeLinear", "DynamicQuantizeLinear") for o in n.output}
     compute = [n for n in graph.node if n.op_type in COMPUTE_OPS]
     integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM")]
-    quantized = [n for n in compute if any(i in dq_outputs for i in n.input)]
+    quantized = [
+        n
+        for n in compute
+        if n.op_type not in ("LSTM", "GRU", "RNN") and len(n.input) >= 2 and all(i in dq_outputs for i in n.input[:2])
+    ]
     fp32 = sorted({n.op_type for n in compute if n not in quantized})
     return {"quantized": len(quantized) + len(integer), "total": len(compute) + len(integer), "fp32_ops": fp32}
 

@@ -238,6 +238,14 @@ def row(r: dict[str, Any]) -> tuple[str, list[str]]:
         for v in run["variants"].values()
         if v["accepted"] and v["p50_ms"]
     ]
+    tr = r.get("trained") or {}
+    if tr.get("value") is not None:
+        how = "trained in this run" if tr.get("this_run") else "checkpoint reused from the cache"
+        notes.append(
+            f"{how}: {tr.get('epochs')} epochs, {tr.get('seconds')} s, held-out {_fmt_metric(tr['value'], unit)}"
+        )
+        if abs(tr["value"] - base["fp32_metric"]) > 1e-3 * max(1.0, abs(tr["value"])):
+            notes.append(f"the pipeline's FP32 metric differs from the one recorded at training ({tr['value']:.4g})")
     torch_p50 = base["torch_p50_ms"]
     best = min(timed) if timed else None
     speed = f"{torch_p50 / best[0]:.1f}x" if best and torch_p50 else "-"

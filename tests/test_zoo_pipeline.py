@@ -127,9 +127,14 @@ def test_cached_checkpoint_matches_only_the_default_training(tmp_path: Path) -> 
     assert not trained_with_defaults(path, get_model_entry("graphsage"))
     side = path.with_suffix(".json")
     meta = json.loads(side.read_text())
-    for key, value in [("epochs", entry.train.epochs + 1), ("config", {**entry.config(), "hidden": 7})]:
+    recipe = {**meta["trained"]["recipe"], "lr": meta["trained"]["recipe"]["lr"] * 2}
+    for key, value in [
+        ("epochs", entry.train.epochs + 1),
+        ("recipe", recipe),
+        ("config", {**entry.config(), "hidden": 7}),
+    ]:
         changed = json.loads(json.dumps(meta))
-        (changed["trained"] if key == "epochs" else changed)[key] = value
+        (changed["trained"] if key in ("epochs", "recipe") else changed)[key] = value
         side.write_text(json.dumps(changed))
         assert not trained_with_defaults(path, entry), key
     side.unlink()

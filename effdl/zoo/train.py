@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -129,6 +130,7 @@ def save_trained(result: TrainResult, entry: ZooEntry, path: str | Path, *, seed
                 "epochs": result.epochs,
                 "seed": seed,
                 "seconds": round(result.seconds, 1),
+                "recipe": dataclasses.asdict(entry.train),
             }
         },
     )
@@ -138,7 +140,8 @@ def trained_with_defaults(path: str | Path, entry: ZooEntry, *, seed: int = 0) -
     """Whether ``path`` (with its JSON sidecar) holds ``entry`` trained at its default size and recipe from ``seed``.
 
     Used to reuse a cached checkpoint: the architecture, config, task and its options, epochs and seed recorded
-    by :func:`save_trained` must all equal what training ``entry`` now would use.
+    by :func:`save_trained` must all equal what training ``entry`` now would use, and so must the training
+    recipe (lr, batch size, ...) where the sidecar records it (checkpoints written before it did are accepted).
     """
     p = Path(path)
     side = p.with_suffix(".json")
@@ -156,4 +159,5 @@ def trained_with_defaults(path: str | Path, entry: ZooEntry, *, seed: int = 0) -
         and (meta.get("task_options") or {}) == json.loads(json.dumps(entry.task_options))
         and trained.get("epochs") == entry.train.epochs
         and trained.get("seed") == seed
+        and trained.get("recipe", dataclasses.asdict(entry.train)) == dataclasses.asdict(entry.train)
     )

@@ -284,8 +284,11 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         + " (a later run replaces the rows of the models it ran; each row's date is in `docs/zoo.json`).",
         f"Host from `effdl devices detect`: {h.get('cpu_model')}, {h.get('cores')} cores usable, "
         f"{h.get('clock_ghz')} GHz, profile `{meta['profile']}`; shared with other jobs (the load column is the "
-        "1-minute load average before / after each model's run), so absolute latencies are noisy and ratios "
-        "from the same row are the figures to trust. "
+        "1-minute load average before / after each model's run). At a load of about 13 on 2 cores every "
+        "process gets a small share of a core, and a query longer than a scheduler time slice waits for other "
+        "jobs' slices: slow variants (torch eager, the larger models) are inflated far more than sub-millisecond "
+        "ones, so the x column overstates speed-ups and absolute latencies are not figures to quote. Rerun on an "
+        "idle host for those; the metrics, coverage and verification columns do not depend on load. "
         f"Versions: torch {meta['torch']}, ONNX Runtime {meta['ort']}, OpenVINO {meta['ov']}, effdl {meta['effdl']}.",
         "",
         "How: each model is trained at its default size (`effdl zoo train`'s code, seed 0), then run through "

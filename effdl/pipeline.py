@@ -318,12 +318,21 @@ def _run(
         d["variants"] = [v.name for v in variants]
         d["_summary"] = ", ".join(d["variants"])
     with rec.stage("verify", "verify every variant against the FP32 reference") as d:
+        min_agreement, note = agreement_limits(
+            task, recipe.verify.min_agreement, task.agreement(ref_outputs, ref_outputs)
+        )
+        d["min_agreement"] = min_agreement
+        if note:
+            d["min_agreement_note"] = note
+            progress.say(note)
         for v in variants:
             progress.say(f"verify {v.name}")
-            v.record = _verify(v, task, recipe, models_dir, held, ref_outputs, ref_metric)
+            v.record = _verify(v, task, recipe, models_dir, held, ref_outputs, ref_metric, min_agreement)
         d["accepted"] = [v.name for v in variants if v.record["accepted"]]
         d["refused"] = {v.name: v.record["reason"] for v in variants if not v.record["accepted"]}
-        d["_summary"] = f"{len(d['accepted'])} accepted, {len(d['refused'])} refused"
+        d["_summary"] = f"{len(d['accepted'])} accepted, {len(d['refused'])} refused" + (
+            f" (agreement limits: the task's default {min_agreement})" if note else ""
+        )
     accepted = [v for v in variants if v.record["accepted"]]
     if not accepted:
         reasons = "; ".join(f"{v.name}: {v.record['reason']}" for v in variants)
@@ -409,6 +418,28 @@ class _OrtAdapter:
         return self.sess.run(None, feeds)
 
 
+def agreement_limits(
+    task: Task, asked: dict[str, float], given: dict[str, float]
+) -> tuple[dict[str, float], str | None]:
+    """The agreement limits verification applies to ``task``, and a note when they are not the recipe's.
+
+    ``given`` is what ``task.agreement`` returns (its keys are what the task can measure). A recipe written
+    for another kind of task (the default recipe's ``top1_agreement`` on an image-output task) names none
+    of them: then the task's own ``default_min_agreement`` applies instead, and the note says so. When
+    some of the recipe's keys apply and others do not (a typo, say), the recipe's limits stay and
+    verification refuses each variant, naming the key the task does not give.
+    """
+    if not asked or any(k in given for k in asked):
+        return dict(asked), None
+    default = {k: v for k, v in task.default_min_agreement.items() if k in given}
+    if not default:
+        return dict(asked), None
+    return default, (
+        f"recipe's verify.min_agreement {asked} does not apply to task {task.name!r} "
+        f"(it gives {sorted(given)}); using the task's default {default}"
+    )
+
+
 def _verify(
     v: _Variant,
     task: Task,
@@ -417,6 +448,7 @@ def _verify(
     held: Any,
     ref_outputs: list[np.ndarray],
     ref_metric: float,
+    min_agreement: dict[str, float],
 ) -> dict[str, Any]:
     limits = recipe.verify
     assert v.compiled is not None
@@ -430,7 +462,7 @@ def _verify(
     failures = []
     if limits.max_metric_drop is not None and drop > limits.max_metric_drop:
         failures.append(f"{task.metric.name} drop {drop:.2f} > {limits.max_metric_drop}")
-    for key, minimum in limits.min_agreement.items():
+    for key, minimum in min_agreement.items():
         if key not in agreement:
             failures.append(f"task {task.name!r} gives no {key!r} (it gives {sorted(agreement)})")
         elif agreement[key] < minimum:
@@ -460,7 +492,7 @@ def _verify(
             "limits": {
                 "max_metric_drop": limits.max_metric_drop,
                 "max_abs_error": limits.max_abs_error,
-                **{f"min_{k}": m for k, m in limits.min_agreement.items()},
+                **{f"min_{k}": m for k, m in min_agreement.items()},
             },
             "passed": not failures,
             "failures": failures,

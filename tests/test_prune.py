@@ -134,7 +134,7 @@ def test_structured_mac_budget_with_taylor(resnet: tuple, tmp_path: Path) -> Non
 def test_structured_depthwise_mobilenet(tmp_path: Path) -> None:
     entry = get_model_entry("mobilenetv2")
     torch.manual_seed(0)
-    model = entry.build(**entry.tiny).eval()
+    model = entry.build(**{**entry.tiny, "in_channels": 3, "num_classes": 6}).eval()
     task = get_task("shapes", size=16, n_train=64)
     pruned, d = _run("prune-structured", {"ratio": 0.5, "finetune": {"epochs": 0}}, model, task, tmp_path)
     for m in pruned.modules():  # depthwise convs stay depthwise: groups follow the channels

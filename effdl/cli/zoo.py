@@ -54,9 +54,8 @@ def train_cmd(
 
     from effdl.cli import console
     from effdl.errors import InputError
-    from effdl.sources import save_checkpoint
     from effdl.zoo import get_model_entry
-    from effdl.zoo.train import train_entry
+    from effdl.zoo.train import save_trained, train_entry
 
     entry = get_model_entry(name)
     if output.suffix != ".safetensors":
@@ -79,25 +78,7 @@ def train_cmd(
             seed=seed,
             progress=lambda done, total, loss: progress.update(bar, completed=done, total=total, loss=loss),
         )
-    save_checkpoint(
-        result.model,
-        output,
-        arch=name,
-        config=result.config,
-        task=entry.task,
-        task_options=entry.task_options,
-        extra={
-            "trained": {
-                "metric": result.task.metric.name,
-                "value": result.metric,
-                "unit": result.task.metric.unit,
-                "split": "heldout",
-                "epochs": result.epochs,
-                "seed": seed,
-                "seconds": round(result.seconds, 1),
-            }
-        },
-    )
+    save_trained(result, entry, output, seed=seed)
     console.print(
         f"{name}: held-out {result.task.metric.name} = {result.metric:.4g}{result.task.metric.unit} "
         f"after {result.epochs} epochs in {result.seconds:.1f} s -> {output}"

@@ -70,6 +70,10 @@ class Task(ABC):
     metric: ClassVar[MetricSpec]
     input_names: ClassVar[tuple[str, ...]]
     output_names: ClassVar[tuple[str, ...]]
+    default_min_agreement: ClassVar[dict[str, float]] = {"top1_agreement": 97.0}
+    """Verification's agreement limits for this task when a recipe's ``verify.min_agreement`` names none of
+    the measures :meth:`agreement` gives (e.g. the default recipe's ``top1_agreement`` on an image-output task).
+    Keys are :meth:`agreement` keys where higher is better; empty means no agreement check."""
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     _splits: dict[str, Split] | None = field(default=None, init=False, repr=False)

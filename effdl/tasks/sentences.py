@@ -61,6 +61,7 @@ class SentenceSimilarity(Task):
     metric: ClassVar[MetricSpec] = MetricSpec("pair_top1", "%", True)
     input_names: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
     output_names: ClassVar[tuple[str, ...]] = ("sentence_embedding",)
+    default_min_agreement: ClassVar[dict[str, float]] = {"cosine": 0.99}
     n_heldout_pairs: ClassVar[int] = 128
 
     def _make_splits(self) -> dict[SplitName, Split]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +108,56 @@ def supervised_loop(
             total += float(loss.detach()) * len(idx)
         if progress:
             progress(epoch + 1, n_epochs, total / len(order))
+
+
+def save_trained(result: TrainResult, entry: ZooEntry, path: str | Path, *, seed: int = 0) -> Path:
+    """Write a trained zoo model as ``effdl zoo train`` does: safetensors + JSON sidecar with how it was trained."""
+    from effdl.sources import save_checkpoint
+
+    return save_checkpoint(
+        result.model,
+        path,
+        arch=entry.name,
+        config=result.config,
+        task=entry.task,
+        task_options=entry.task_options,
+        extra={
+            "trained": {
+                "metric": result.task.metric.name,
+                "value": result.metric,
+                "unit": result.task.metric.unit,
+                "split": "heldout",
+                "epochs": result.epochs,
+                "seed": seed,
+                "seconds": round(result.seconds, 1),
+                "recipe": dataclasses.asdict(entry.train),
+            }
+        },
+    )
+
+
+def trained_with_defaults(path: str | Path, entry: ZooEntry, *, seed: int = 0) -> bool:
+    """Whether ``path`` (with its JSON sidecar) holds ``entry`` trained at its default size and recipe from ``seed``.
+
+    Used to reuse a cached checkpoint: the architecture, config, task and its options, epochs and seed recorded
+    by :func:`save_trained` must all equal what training ``entry`` now would use, and so must the training
+    recipe (lr, batch size, ...) where the sidecar records it (checkpoints written before it did are accepted).
+    """
+    p = Path(path)
+    side = p.with_suffix(".json")
+    if not (p.is_file() and side.is_file()):
+        return False
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    trained = meta.get("trained") or {}
+    return (
+        meta.get("arch") == entry.name
+        and meta.get("config") == json.loads(json.dumps(entry.config()))
+        and meta.get("task") == entry.task
+        and (meta.get("task_options") or {}) == json.loads(json.dumps(entry.task_options))
+        and trained.get("epochs") == entry.train.epochs
+        and trained.get("seed") == seed
+        and trained.get("recipe", dataclasses.asdict(entry.train)) == dataclasses.asdict(entry.train)
+    )

@@ -324,6 +324,8 @@ def render_model(res: dict[str, Any]) -> list[str]:
         note = r.get("error") or (f"winner: {r['winner']}" if r.get("winner") else "")
         if r["backend"] != "torch" and "error" not in r and "metric" in r:
             note = (note + "; " if note else "") + ("within limits" if _within(res, r) else "outside limits")
+            if ag.get("top1_agreement", 100.0) < 95.0:  # a metric can rise while predictions change a lot
+                note += f"; {100 - ag['top1_agreement']:.1f}% of predictions differ from FP32"
         line = f"| {r['method']} | {r['backend']} | " + (f"{r['metric']:.2f} | " if "metric" in r else "- | ")
         line += " | ".join(cells) + (" | " if cells else "")
         line += (
@@ -429,6 +431,7 @@ def main() -> int:
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
             def publish(partial: dict[str, Any], name: str = name, m: dict[str, Any] = meta_now) -> None:
+                results.update(previous_results(out.with_suffix(".json")))  # runs of other models meanwhile
                 results[name] = {**partial, "meta": m}
                 write(results, out)
 

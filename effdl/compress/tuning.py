@@ -255,7 +255,7 @@ class _Search:
             rec["size_bytes"] = path.stat().st_size
             rec["p50_ms"] = time_model(path, self.cfg.backend, self.npz, self.work, self.cfg) if not failures else None
             rec["path"] = str(path)
-        except (InputError, RuntimeError, ValueError) as e:  # a configuration that cannot be built or run
+        except Exception as e:  # a configuration that cannot be built or run (ORT's Fail is no RuntimeError)
             rec.update({"meets_limits": False, "error": f"{type(e).__name__}: {str(e)[:300]}", "p50_ms": None})
         self.trace.append(rec)
         shown = f"{rec.get('metric_drop', float('nan')):.3f} drop" if "metric_drop" in rec else rec.get("error")

@@ -37,7 +37,7 @@ MODELS = {
     "resnet8": {"arch": "resnet8", "epochs": 2, "transformer": False},
     "lstm": {"arch": "lstm_classifier", "epochs": 4, "transformer": False},
     "bert": {"arch": "bert_classifier", "epochs": 4, "transformer": True},
-    "minilm": {"arch": None, "epochs": 0, "transformer": True},
+    "minilm": {"arch": None, "epochs": 0, "transformer": True, "calibration_samples": 32},
 }
 
 
@@ -48,21 +48,22 @@ def variants_for(name: str, limits: dict[str, Any], tune_samples: int) -> list[t
     FP16 ONNX, quantize-auto. RNNs and Transformers: dynamic INT8. Transformers: SmoothQuant, weight-only
     INT8 and INT4 (their linear layers dominate; a CNN's convolutions are not MatMuls)."""
     tr = MODELS[name]["transformer"]
+    n = MODELS[name].get("calibration_samples", 64)  # MiniLM: ORT's calibrators hold every activation in memory
     v: list[tuple[str, str, dict[str, Any]]] = [
-        ("static minmax (ORT)", "quantize", {"samples": 64}),
-        ("static entropy (ORT)", "quantize", {"samples": 64, "calibration": "entropy"}),
-        ("static percentile 99.99 (ORT)", "quantize", {"samples": 64, "calibration": "percentile",
+        ("static minmax (ORT)", "quantize", {"samples": n}),
+        ("static entropy (ORT)", "quantize", {"samples": n, "calibration": "entropy"}),
+        ("static percentile 99.99 (ORT)", "quantize", {"samples": n, "calibration": "percentile",
                                                       "percentile": 99.99}),
-        ("static MSE (ORT)", "quantize", {"samples": 64, "calibration": "mse"}),
+        ("static MSE (ORT)", "quantize", {"samples": n, "calibration": "mse"}),
         ("static per-tensor sym (ORT)", "quantize",
-         {"samples": 64, "per_channel": False, "symmetric_activations": True}),
+         {"samples": n, "per_channel": False, "symmetric_activations": True}),
         ("static (NNCF)", "quantize",
-         {"engine": "nncf", "samples": 64, **({"model_type": "transformer"} if tr else {})}),
+         {"engine": "nncf", "samples": n, **({"model_type": "transformer"} if tr else {})}),
     ]  # fmt: skip
     if tr:
         v += [
-            ("static MatMul-only minmax (ORT)", "quantize", {"samples": 64, "op_types": ["MatMul", "Gemm"]}),
-            ("SmoothQuant (NNCF)", "quantize-smoothquant", {"samples": 64}),
+            ("static MatMul-only minmax (ORT)", "quantize", {"samples": n, "op_types": ["MatMul", "Gemm"]}),
+            ("SmoothQuant (NNCF)", "quantize-smoothquant", {"samples": n}),
         ]
     if name != "resnet8":
         v.append(("dynamic INT8", "quantize-dynamic", {"per_channel": True}))
@@ -321,7 +322,7 @@ def render_model(res: dict[str, Any]) -> list[str]:
     for r in res["rows"]:
         ag = r.get("agreement") or {}
         cells = [f"{ag[k]:.4f}" if k in ag else "-" for k in agree_keys]
-        note = r.get("error") or (f"winner: {r['winner']}" if r.get("winner") else "")
+        note = " ".join((r.get("error") or (f"winner: {r['winner']}" if r.get("winner") else "")).split())
         if r["backend"] != "torch" and "error" not in r and "metric" in r:
             note = (note + "; " if note else "") + ("within limits" if _within(res, r) else "outside limits")
             if ag.get("top1_agreement", 100.0) < 95.0:  # a metric can rise while predictions change a lot
@@ -362,7 +363,7 @@ def render_model(res: dict[str, Any]) -> list[str]:
                 )
                 continue
             ag = ", ".join(f"{k} {t[k]:.4f}" for k in ("cosine", "top1_agreement") if k in t)
-            why = t.get("error") or "; ".join(t.get("failures") or []) or ""
+            why = " ".join((t.get("error") or "; ".join(t.get("failures") or []) or "").split())  # one line
             size = f"{t['size_bytes'] / 1e6:.2f}" if t.get("size_bytes") else "-"
             lines.append(
                 f"| {t['config'].replace('|', '/')} | {_fmt(t.get('metric'), '.2f')} "

@@ -220,3 +220,15 @@ def test_curated_quant_recipe_stages_run(tmp_path: Path, request, recipe: str, f
         models[out], last = art.path, out
         _close(src[0], art.path, src[1], 0.5)
     assert len(models) > 1
+
+
+def test_weight_only_nncf_leaves_convolutions_alone(tmp_path: Path, resnet) -> None:
+    """NNCF's ONNX backend writes Conv weight scales ONNX Runtime rejects: only the classifier's Gemm is
+    compressed, and the model runs on both runtimes."""
+    q, details, _ = _apply("quantize-weights", resnet, tmp_path, engine="nncf", bits=8)
+    graph = onnx.load(str(q)).graph
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    fed = {n.op_type for n in graph.node if set(n.input) & dq_out}
+    assert dq_out and fed <= {"Gemm", "MatMul", "Transpose"}
+    _close(resnet[0], q, resnet[1], 0.05)
+    _close(resnet[0], q, resnet[1], 0.05, backend="ov")

@@ -90,3 +90,17 @@ def test_old_single_meta_files_are_read(tmp_path: Path) -> None:
     p.write_text(json.dumps({"meta": META, "results": [res, {"model": "gone"}]}))
     got = bench.previous_results(p)
     assert list(got) == ["minilm"] and got["minilm"]["meta"] == META
+
+
+def test_minilm_target_line() -> None:
+    bench = _bench()
+    res = _result("minilm", 80.0)
+    res["torch_p50_ms"] = 100.0
+    res["rows"][1]["agreement"] = {"cosine": 0.995, "cosine_min": 0.98}
+    res["rows"][1]["p50_ms"] = 20.0
+    assert "met by static minmax (ORT) on onnxruntime: cosine 0.9950" in bench._minilm_target(res)
+    assert "= 5.00x" in bench._minilm_target(res)
+    res["rows"][1]["p50_ms"] = 40.0
+    assert "not met by" in bench._minilm_target(res)
+    res["rows"][1]["agreement"] = {"cosine": 0.95}
+    assert "not met: no variant keeps cosine >= 0.99" in bench._minilm_target(res)

@@ -181,16 +181,23 @@ def bench_model(name: str, args: argparse.Namespace, work: Path, publish: Any = 
                   flush=True)  # fmt: skip
 
     measure("FP32", fp32, ("onnxruntime", "openvino"))
-    # OpenVINO's own half precision on the FP32 model (BF16 on AMX / AVX-512 BF16 CPUs).
-    try:
-        outs = run_outputs(fp32, "openvino", inputs, precision="bf16")
-        spec_cfg = AutoQuantConfig(queries=args.queries, warmup=5, threads=args.threads)
-        bf16_row = {"method": "FP32 model, OpenVINO BF16", "backend": "openvino", "size_bytes": fp32.stat().st_size,
-                    "metric": task.score(outs, held.targets), "agreement": task.agreement(ref, outs),
-                    "p50_ms": _time_ov_bf16(fp32, npz, work, spec_cfg)}  # fmt: skip
-        rows.append(bf16_row)
-    except Exception as e:
-        rows.append({"method": "FP32 model, OpenVINO BF16", "backend": "openvino", "error": str(e)[:160]})
+
+    def measure_bf16(label: str, path: Path) -> None:
+        """OpenVINO with BF16 inference precision (AMX / AVX-512 BF16 CPUs): on an INT8 model it runs the
+        ops left in floating point (LayerNorm, Softmax, attention products) in BF16."""
+        row: dict[str, Any] = {"method": label, "backend": "openvino", "size_bytes": path.stat().st_size}
+        try:
+            outs = run_outputs(path, "openvino", inputs, precision="bf16")
+            row.update(metric=task.score(outs, held.targets), agreement=task.agreement(ref, outs))
+            row["p50_ms"] = _time_ov_bf16(path, npz, work, tcfg)
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
+        rows.append(row)
+        progress()
+        print(f"  {name:7s} {label:30s} openvino     {row.get('p50_ms', '-')!s:>8.8} ms  {row.get('error', '')}",
+              flush=True)  # fmt: skip
+
+    measure_bf16("FP32 model, OpenVINO BF16", fp32)
     ctx = StageContext(task, work, progress=None, teacher=module)
     for label, stage, cfg in variants_for(name, limits, args.tune_samples):
         cls = STAGES.get(stage)
@@ -209,6 +216,9 @@ def bench_model(name: str, args: argparse.Namespace, work: Path, publish: Any = 
             # the search timed ONNX Runtime only; OpenVINO runs the winner too
         # OpenVINO runs ORT's dynamic (MatMulInteger) and FP16 graphs as well: measured, not assumed
         measure(label, art.path, ("onnxruntime", "openvino"), extra)  # type: ignore[arg-type]
+        nncf_static = stage == "quantize-smoothquant" or (stage == "quantize" and cfg.get("engine") == "nncf")
+        if MODELS[name]["transformer"] and nncf_static:  # NNCF's INT8 (Transformer placement), the rest in BF16
+            measure_bf16(f"{label} + OpenVINO BF16", art.path)  # type: ignore[arg-type]
     if name != "minilm" and not args.skip_qat:
         rows.extend(_qat_rows(module, task, work, inputs, held, ref, npz, tcfg, name))
     progress()

@@ -358,6 +358,8 @@ def render_model(res: dict[str, Any]) -> list[str]:
         ]
     if res["model"] == "minilm":
         lines += [_minilm_target(res), ""]
+        if res.get("target_check"):
+            lines += _target_check(res["target_check"])
     for auto in [r for r in res["rows"] if r.get("trace")][:1]:
         lines += [
             f"quantize-auto search ({auto['tried']} entries, scored on {auto.get('tune_samples', '?')} samples of the "
@@ -403,6 +405,31 @@ def _minilm_target(res: dict[str, Any]) -> str:
         f"(worst sentence {best['agreement'].get('cosine_min', float('nan')):.4f}), {best['p50_ms']:.1f} ms p50 vs "
         f"torch eager {res['torch_p50_ms']:.1f} ms = {speed:.2f}x."
     )
+
+
+def _target_check(c: dict[str, Any]) -> list[str]:
+    """The interleaved MiniLM timing of bench/quantization_target.py."""
+    lines = [
+        f"Interleaved check (`{c['command']}`, {c['date']}, load average {c['load']} at start, {c['load_end']} at "
+        f"end): torch eager FP32 and each variant timed in fresh processes, round-robin, {c['rounds']} rounds of "
+        f"{c['queries']} calls, {c['threads']} thread(s); speedup = median over rounds of torch p50 / variant p50 "
+        f"measured in the same round; cosine on {c['samples']} held-out sentences. Torch eager p50 per round: "
+        + ", ".join(f"{x:.1f}" for x in c["torch_p50_ms"])
+        + " ms.",
+        "",
+        "| variant | cosine | worst sentence | p50 ms per round | speedup per round | median speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in c["rows"]:
+        ag = r["agreement"]
+        lines.append(
+            f"| {r['variant']} | {ag.get('cosine', float('nan')):.4f} | {ag.get('cosine_min', float('nan')):.4f} | "
+            + ", ".join(f"{x:.1f}" for x in r["p50_ms"])
+            + " | "
+            + ", ".join(f"{x:.2f}x" for x in r["speedups"])
+            + f" | {r['median_speedup']:.2f}x |"
+        )
+    return [*lines, ""]
 
 
 def render(results: list[dict[str, Any]]) -> str:

@@ -104,3 +104,17 @@ def test_minilm_target_line() -> None:
     assert "not met by" in bench._minilm_target(res)
     res["rows"][1]["agreement"] = {"cosine": 0.95}
     assert "not met: no variant keeps cosine >= 0.99" in bench._minilm_target(res)
+
+
+def test_interleaved_target_check_is_rendered() -> None:
+    bench = _bench()
+    res = _result("minilm", 80.0)
+    res["target_check"] = {
+        "command": "python bench/quantization_target.py", "date": "d", "load": "9.0", "load_end": "8.0",
+        "rounds": 2, "queries": 5, "threads": 1, "samples": 64, "torch_p50_ms": [100.0, 120.0],
+        "rows": [{"variant": "SmoothQuant (NNCF), OpenVINO BF16", "agreement": {"cosine": 0.995, "cosine_min": 0.98},
+                  "p50_ms": [20.0, 40.0], "speedups": [5.0, 3.0], "median_speedup": 4.0}],
+    }  # fmt: skip
+    text = "\n".join(bench.render_model(res))
+    assert "| SmoothQuant (NNCF), OpenVINO BF16 | 0.9950 | 0.9800 | 20.0, 40.0 | 5.00x, 3.00x | 4.00x |" in text
+    assert "Torch eager p50 per round: 100.0, 120.0 ms." in text

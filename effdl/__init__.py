@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from effdl.runtime import Session
 
 
-def load(path: str, backend: str = "auto", device: str = "cpu", threads: int | None = None, **kw: Any) -> Session:
+def load(path: str, backend: str = "auto", device: str | None = None, threads: int | None = None, **kw: Any) -> Session:
     """Open a package written by ``effdl compress``; see :func:`effdl.runtime.load`."""
     from effdl.runtime import load as _load
 

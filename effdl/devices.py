@@ -757,6 +757,34 @@ def profile_for_host(host: dict[str, Any] | None = None, *, unit: str | None = N
     return scale_to_host(p, host) if p is not None else generic_host_profile(host)
 
 
+def device_unit(device: str | None) -> str:
+    """The compute-unit kind a backend device string runs on: ``cuda``/``cuda:N`` -> ``gpu``, else its kind."""
+    d = str(device or "cpu").lower()
+    if d.startswith("cuda"):
+        return "gpu"
+    return d.split(":")[0] if d.split(":")[0] in ("gpu", "npu") else "cpu"
+
+
+def profile_for_device(profile_name: str | None, device: str | None) -> DeviceProfile | None:
+    """The profile that describes where a variant on ``device`` runs.
+
+    The recipe's profile (``profile_name``; ``None`` or ``"auto"`` for this host) when it has a compute unit of
+    that kind; otherwise the host's own: its CPU profile for CPU variants, a matching GPU profile for GPU
+    variants, or ``None`` when no profile describes that GPU. On a GPU server a recipe naming the H100 profile
+    thus still measures its ONNX Runtime CPU variants against the CPU.
+    """
+    unit = device_unit(device)
+    if profile_name and profile_name != "auto":
+        p = load_profile(profile_name)
+        if any(u.kind == unit for u in p.units):
+            return p
+    if unit == "cpu":
+        return profile_for_host(unit="cpu")
+    host = detect_host()
+    p = match_profile(host, unit=unit)
+    return scale_to_host(p, host) if p is not None else None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Peaks and roofline
 # --------------------------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from effdl import __version__
-from effdl.backends import Backend, Compiled, get_backend
+from effdl.backends import Backend, Compiled, backend_class, get_backend
 from effdl.compress import STAGES, ModelArtifact, StageContext
-from effdl.errors import InputError, VerificationError
+from effdl.errors import BackendUnavailableError, InputError, VerificationError
 from effdl.export import check_export, compare_outputs, export_onnx, torch_outputs
 from effdl.recipe import Recipe, TargetSpec
 from effdl.runtime.manifest import MANIFEST, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, file_entry
@@ -85,6 +85,8 @@ def variant_name(target: TargetSpec, model: str) -> str:
         name = f"torch-{target.options.get('mode', 'eager')}-{target.options.get('precision', model)}"
         if target.options.get("sparse_24"):
             name += "-sparse24"
+        if target.options.get("cuda_graphs"):
+            name += "-cudagraphs"
         return name + ("" if target.device == "cpu" else f"-{target.device}")
     name = f"{target.backend}-{model}"
     hint = str(target.options.get("inference_precision", "")).lower()
@@ -150,6 +152,14 @@ def compress(
     # Fail fast on everything that can be checked before work starts.
     for t in recipe.targets:
         get_backend(t.backend)
+        avail = backend_class(t.backend).availability()
+        # devices lists the kinds a backend runs on here (cpu, cuda); "cuda:1" counts as cuda
+        if avail.devices and t.device.split(":")[0] not in avail.devices:
+            raise BackendUnavailableError(
+                f"target {t.backend!r} asks for device {t.device!r}, but backend {t.backend!r} runs on "
+                f"{', '.join(avail.devices)} here",
+                "run this recipe on a machine with that device, or set the target's device to one listed",
+            )
     names = [variant_name(t, m) for t in recipe.targets for m in t.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -476,6 +486,7 @@ def _benchmark_all(
     macs: int | None,
 ) -> None:
     from effdl.benchmark.worker import run_isolated, run_spec
+    from effdl.devices import device_unit, profile_for_device
 
     cfg = recipe.benchmark
 
@@ -520,7 +531,15 @@ def _benchmark_all(
             v.record["benchmark"] = b
             v.record["speedup"] = ref_p50 / b["latency_ms"]["p50"] if b["latency_ms"]["p50"] > 0 else None
         for r in (reference, *(v.record for v in accepted)):
-            r["benchmark"]["roofline"] = _roofline(macs, r, profile)
+            dev = r.get("device") or "cpu"
+            # the recipe's profile where it describes this variant's unit (a CPU variant on a GPU box: the CPU)
+            fits = any(u.kind == device_unit(dev) for u in profile.units)
+            where = profile if fits else profile_for_device(None, dev)
+            r["benchmark"]["roofline"] = (
+                _roofline(macs, r, where)
+                if where is not None
+                else {"efficiency": None, "reason": f"no device profile describes {r.get('device')} here"}
+            )
         d["p50_ms"] = {
             reference["name"]: ref_p50,
             **{v.name: v.record["benchmark"]["latency_ms"]["p50"] for v in accepted},

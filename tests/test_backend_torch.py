@@ -338,3 +338,35 @@ def test_cuda_sparse_24(tmp_path: Path) -> None:
     compiled = TorchBackend().compile_torch(dense, x, ("x",), ("y",), tmp_path, "dense", {})
     with pytest.raises(InputError, match="no 2:4 linear weight"):
         TorchBackend().load(tmp_path, compiled, device="cuda", options={"precision": "fp16", "sparse_24": True})
+
+
+def test_variant_names_tell_torch_targets_apart() -> None:
+    from effdl.pipeline import variant_name
+    from effdl.recipe import TargetSpec
+
+    def name(device: str = "cpu", **options: object) -> str:
+        return variant_name(TargetSpec(backend="torch", device=device, options=options), "fp32")
+
+    names = {
+        name(mode="eager", precision="fp32"),
+        name("cuda", mode="compile", precision="fp16"),
+        name("cuda", mode="compile", precision="fp16", cuda_graphs=True),
+        name("cuda", mode="eager", precision="fp16", sparse_24=True),
+    }
+    assert names == {
+        "torch-eager-fp32",
+        "torch-compile-fp16-cuda",
+        "torch-compile-fp16-cudagraphs-cuda",
+        "torch-eager-fp16-sparse24-cuda",
+    }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a host without CUDA")
+def test_cuda_target_refused_before_any_work(lenet_ckpt: Path, tmp_path: Path) -> None:
+    from effdl.pipeline import compress
+    from effdl.recipe import load_recipe
+
+    recipe_path = Path(__file__).resolve().parent.parent / "recipes" / "gpu-torch.yaml"
+    with pytest.raises(BackendUnavailableError, match="device 'cuda'"):
+        compress(lenet_ckpt, load_recipe(recipe_path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -501,7 +501,7 @@ def test_energy_on_a_host_without_device_profiles(monkeypatch: pytest.MonkeyPatc
     from effdl.benchmark import worker
 
     monkeypatch.setitem(sys.modules, "effdl.devices", None)  # import fails as it would there
-    meter, why = worker._energy_meter({"device": None})
+    meter, why = worker._energy_meter({"device": None}, {})
     if meter is None:
         assert "device profiles unavailable here" in why and "estimate" in why
     else:  # a readable sensor (RAPL as root on bare metal, NVML, Jetson rails)

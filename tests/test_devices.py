@@ -363,3 +363,22 @@ def test_client_avx512_cpu_is_not_taken_for_a_xeon() -> None:
     tiger = host(cpu_model="11th Gen Intel(R) Core(TM) i7-1165G7 @ 2.80GHz", all_flags=CASCADE)
     assert d.match_profile(tiger) is None
     assert d.profile_for_host(tiger).name.startswith("host-")
+
+
+def test_profile_for_device_follows_where_the_variant_runs() -> None:
+    from effdl.devices import device_unit, profile_for_device
+
+    assert [device_unit(d) for d in ("cpu", "CPU", "cuda", "cuda:1", "gpu", "npu", None)] == [
+        "cpu",
+        "cpu",
+        "gpu",
+        "gpu",
+        "gpu",
+        "npu",
+        "cpu",
+    ]
+    # a GPU profile named by the recipe describes CUDA variants ...
+    assert profile_for_device("nvidia-h100-sxm", "cuda").name == "nvidia-h100-sxm"
+    # ... but a CPU variant in the same run is measured against this host's CPU
+    cpu = profile_for_device("nvidia-h100-sxm", "cpu")
+    assert cpu is not None and any(u.kind == "cpu" for u in cpu.units)

@@ -145,20 +145,25 @@ def _settings_from(spec: dict[str, Any]) -> Any:
     ).validate()
 
 
-def _energy_meter(spec: dict[str, Any]) -> tuple[Any, str | None]:
+def _energy_meter(spec: dict[str, Any], info: dict[str, Any]) -> tuple[Any, str | None]:
+    """The meter for where this variant runs (``info["device"]``): NVML for a CUDA variant, the CPU's sensors
+    or estimate for a CPU one, whatever profile the recipe named for the run as a whole."""
     try:
         from effdl.benchmark.energy import choose_meter
     except ImportError as e:  # pragma: no cover - energy.py needs only the standard library
         return None, str(e)
+    gpu = str(info.get("device") or "cpu").lower().startswith("cuda")
     try:
         try:
-            from effdl.devices import load_profile, profile_for_host
+            from effdl.devices import profile_for_device
         except ImportError as e:  # a runtime-only host (no pydantic / pyyaml): sensors only, no estimate
             try:
-                return choose_meter(None), None
+                return choose_meter(None, sensors=["nvml"] if gpu else None), None
             except EffdlError as e2:
                 return None, f"{e2.message}; device profiles unavailable here ({e})"
-        profile = load_profile(spec["device"]) if spec.get("device") else profile_for_host(unit="cpu")
+        profile = profile_for_device(spec.get("device"), str(info.get("device") or "cpu"))
+        if profile is None:  # a GPU no profile describes: its own counter, never the CPU's
+            return choose_meter(None, sensors=["nvml"]), None
         return choose_meter(profile), None
     except EffdlError as e:  # no sensor and no profile figures to estimate from
         return None, e.message
@@ -189,7 +194,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     feeds, batch = _feeds_from(spec)
     settings = _settings_from(spec)
     infer, info = _KINDS[spec["kind"]](spec, feeds[0])
-    meter, energy_error = _energy_meter(spec)
+    meter, energy_error = _energy_meter(spec, info)
     concat = bool(spec.get("concat", True))
     spq = settings.samples_per_query if settings.scenario == "multi-stream" else 1
     warm = warmup(infer, feeds, max(1, settings.warmup), samples_per_query=spq, concat=concat)

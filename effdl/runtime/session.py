@@ -363,7 +363,7 @@ def _check_args(backend: str, threads: Any, workers: Any) -> None:
 def load(
     path: str | Path,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     threads: int | None = None,
     variant: str | None = None,
     verify: bool = True,
@@ -377,10 +377,14 @@ def load(
     restricts the choice to one backend; ``variant`` names one variant exactly. Every file the variant
     uses is checked against its size and sha256 (``verify=False`` skips the hash, not the path checks).
     ``threads`` sets the runtime's intra-op threads; ``workers`` the size of the ``run_async`` pool.
+    ``device`` defaults to the device the named ``variant`` was built for, else ``"cpu"``.
     """
     _check_args(backend, threads, workers)
     root = Path(path)
     manifest = read_manifest(root)
+    if device is None:
+        named = [v for v in manifest["variants"] if variant is not None and v["name"] == variant]
+        device = str(named[0].get("device") or "cpu") if named else "cpu"
     _check_device(device, manifest)
     dev = device.strip().lower()  # backends take "cpu", "cuda:1", "gpu.0" (OpenVINO upper-cases its own)
     variants = [v for v in manifest["variants"] if v.get("accepted", True)]

@@ -104,3 +104,29 @@ def test_auto_falls_back_to_mixed_precision_then_fp32(tmp_path: Path, resnet_onn
     assert [len(r["fp32_nodes"]) for r in mixed] == [1, 2]
     assert d["winner"] == "fp32" and art.precision == "fp32" and "FP32 kept" in d["why"]
     assert onnx.load(str(art.path)).graph.node  # a usable model either way
+
+
+def test_default_candidates_follow_the_model_family(tmp_path: Path, resnet_onnx: Path) -> None:
+    from effdl.compress.tuning import (
+        DEFAULT_CANDIDATES,
+        TRANSFORMER_CANDIDATES,
+        Candidate,
+        default_candidates,
+        is_transformer,
+    )
+
+    entries = {n: get_model_entry(n) for n in ("bert_classifier", "lstm_classifier")}
+    paths = {}
+    for n, e in entries.items():
+        torch.manual_seed(0)
+        paths[n] = export_onnx(e.build(**e.tiny).eval(), get_task(e.task), tmp_path / f"{n}.onnx")
+    assert not is_transformer(resnet_onnx) and default_candidates(resnet_onnx) is DEFAULT_CANDIDATES
+    assert not is_transformer(paths["lstm_classifier"])
+    assert is_transformer(paths["bert_classifier"])
+    assert default_candidates(paths["bert_classifier"]) is TRANSFORMER_CANDIDATES
+    # no all-op ORT static candidate for attention graphs (it quantizes the mask and Softmax)
+    for c in TRANSFORMER_CANDIDATES:
+        cand = Candidate(**c)
+        STAGES.get(cand.stage).Config(**cand.config)  # every built-in candidate is a valid config
+        if cand.stage == "quantize" and cand.config.get("engine", "onnxruntime") == "onnxruntime":
+            assert cand.config["op_types"] == ["MatMul", "Gemm"]

@@ -156,7 +156,8 @@ def _mse_ranges(
         def collect_value(self, name_to_arr: dict[str, Any]) -> None:
             clean = {}
             for name, arrs in name_to_arr.items():
-                a = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in arrs])
+                # float32 (not 64): the calibrator already holds every sample's activations in memory
+                a = np.concatenate([np.asarray(x, dtype=np.float32).ravel() for x in arrs])
                 bad = ~np.isfinite(a) | (np.abs(a) > _EXTREME)
                 if bad.any():
                     extreme.add(name)

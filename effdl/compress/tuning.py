@@ -5,7 +5,9 @@ The search, every step recorded in the stage's details (the report's stages tabl
 1. Score the FP32 model on a tuning split (the task's ``train`` split by default, never the held-out
    split that verification uses) and time it on the target backend in a fresh process.
 2. Try each candidate configuration in turn (static INT8 with min-max, MSE and percentile calibration,
-   dynamic INT8, weight-only INT8, or the recipe's own list), reusing the registered stages. Each is
+   dynamic INT8, weight-only INT8; for a graph with attention ONNX Runtime static on MatMul/Gemm only,
+   NNCF's Transformer placement and SmoothQuant instead of the all-op static ones; or the recipe's own
+   list), reusing the registered stages. Each is
    scored (task metric drop and agreement with the FP32 outputs) and, if within the limits, timed.
 3. If no static candidate meets the limits, run a per-layer sensitivity analysis on the best static one:
    ONNX Runtime's QDQ debugger (``qdq_loss_debug``) gives each quantized activation's signal-to-
@@ -44,7 +46,41 @@ DEFAULT_CANDIDATES: list[dict[str, Any]] = [
     {"stage": "quantize-dynamic", "config": {"per_channel": True}},
     {"stage": "quantize-weights", "config": {"engine": "nncf", "bits": 8}},
 ]
+# Transformers: ONNX Runtime's static quantizer, given every op, also quantizes the additive attention mask
+# (values near -3.4e38), Softmax and LayerNorm, and the outputs collapse (all-MiniLM-L6-v2: cosine < 0.4 with
+# min-max, MSE or percentile). So for a graph with attention the search tries ORT restricted to the linear
+# layers' MatMul/Gemm, and NNCF's Transformer placement (with and without SmoothQuant), instead.
+TRANSFORMER_CANDIDATES: list[dict[str, Any]] = [
+    {"stage": "quantize", "config": {"calibration": "minmax", "op_types": ["MatMul", "Gemm"]}},
+    {"stage": "quantize", "config": {"calibration": "percentile", "percentile": 99.99, "op_types": ["MatMul", "Gemm"]}},
+    {"stage": "quantize", "config": {"engine": "nncf", "model_type": "transformer"}},
+    {"stage": "quantize-smoothquant", "config": {}},
+    {"stage": "quantize-dynamic", "config": {"per_channel": True}},
+    {"stage": "quantize-weights", "config": {"engine": "nncf", "bits": 8}},
+]
 SEARCHABLE = ("quantize", "quantize-dynamic", "quantize-weights", "quantize-smoothquant")
+
+
+def is_transformer(path: Path) -> bool:
+    """Whether an ONNX graph has attention: a fused Attention op, or a Softmax and a MatMul of two activations
+    (Q times K-transposed; a linear layer's MatMul has a weight initializer, possibly behind a Transpose)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    if ops & {"Attention", "MultiHeadAttention"}:
+        return True
+    consts = {i.name for i in graph.initializer}
+    for n in graph.node:  # constants and what is computed from constants alone (Transpose of a weight, ...)
+        if n.op_type == "Constant" or (n.input and all(t in consts for t in n.input if t)):
+            consts.update(n.output)
+    act_matmul = any(n.op_type == "MatMul" and not any(t in consts for t in n.input) for n in graph.node)
+    return act_matmul and "Softmax" in ops
+
+
+def default_candidates(path: Path) -> list[dict[str, Any]]:
+    """The configurations ``quantize-auto`` tries when the recipe lists none, chosen by the graph's family."""
+    return TRANSFORMER_CANDIDATES if is_transformer(path) else DEFAULT_CANDIDATES
 
 
 class Candidate(BaseModel):
@@ -219,7 +255,7 @@ class _Search:
             rec["size_bytes"] = path.stat().st_size
             rec["p50_ms"] = time_model(path, self.cfg.backend, self.npz, self.work, self.cfg) if not failures else None
             rec["path"] = str(path)
-        except (InputError, RuntimeError, ValueError) as e:  # a configuration that cannot be built or run
+        except Exception as e:  # a configuration that cannot be built or run (ORT's Fail is no RuntimeError)
             rec.update({"meets_limits": False, "error": f"{type(e).__name__}: {str(e)[:300]}", "p50_ms": None})
         self.trace.append(rec)
         shown = f"{rec.get('metric_drop', float('nan')):.3f} drop" if "metric_drop" in rec else rec.get("error")
@@ -302,7 +338,7 @@ class AutoQuantize(Stage):
             preprocess_for_quantization(model.path, pre)
             search = _Search(cfg, ctx, pre, work)
             fp32 = search.evaluate("fp32", "none", {}, pre)
-            candidates = cfg.candidates or [Candidate(**c) for c in DEFAULT_CANDIDATES]
+            candidates = cfg.candidates or [Candidate(**c) for c in default_candidates(pre)]
             for c in candidates:
                 conf = dict(c.config)
                 if c.stage in ("quantize", "quantize-smoothquant", "quantize-dynamic"):

@@ -75,9 +75,13 @@ def _nncf(src: Path, dst: Path, cfg: WeightOnlyConfig, exclude: list[str], ctx: 
             "use engine 'onnxruntime' (its MatMulNBits runs on ONNX Runtime and OpenVINO alike)"
         )
     mode = CompressWeightsMode.INT8_SYM if cfg.symmetric else CompressWeightsMode.INT8_ASYM
+    # Convolutions stay FP32: weight-only compression is for linear layers, and NNCF's ONNX backend writes a
+    # Conv weight's per-channel scale as a 4-D tensor that ONNX Runtime's DequantizeLinear rejects (resnet8).
+    proto = onnx.load(str(src), load_external_data=False)
+    convs = ["Conv"] if any(n.op_type == "Conv" for n in proto.graph.node) else []  # NNCF refuses absent types
     kwargs: dict[str, Any] = {"mode": mode}
-    if exclude:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=exclude)
+    if exclude or convs:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=exclude, types=convs)
     # all_layers stays off: NNCF would also compress embedding Gathers, and its ONNX backend then emits a
     # MatMulNBits fed by int64 token ids, which ONNX Runtime rejects.
     model = nncf.compress_weights(onnx.load(str(src)), **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -223,14 +224,50 @@ class DistillConfig(StageConfig):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of the KL term.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss (1 - alpha: KL to teacher).")
     samples: int | None = Field(None, ge=1, description="Train samples used (default all).")
+    objective: Literal["auto", "logits", "outputs"] = Field(
+        "auto",
+        description="logits: KL at temperature T (+ alpha x label loss); outputs: the task's own loss towards the "
+        "teacher's outputs (e.g. 1 - cosine for sentence embeddings); auto: logits when the train split has "
+        "labels, else outputs.",
+    )
 
 
-def distill(student: Any, teacher: Any, task: Any, cfg: DistillConfig, seed: int = 0) -> dict[str, Any]:
-    """Train ``student`` in place towards ``teacher``'s logits (and the labels, weight ``alpha``)."""
+def _trim_padding(args: list[Any], names: tuple[str, ...]) -> list[Any]:
+    """Cut the trailing sequence positions that are padding in every row of the batch.
+
+    Only for models fed an ``attention_mask`` (Hugging Face encoders): padded positions are masked out of
+    attention and pooling, so dropping the all-padding tail leaves every real token's output unchanged
+    and makes training on short sentences padded to 128 several times cheaper.
+    """
+    if "attention_mask" not in names:
+        return args
+    mask = args[names.index("attention_mask")]
+    if mask.ndim != 2:
+        return args
+    used = mask.any(0).nonzero()
+    keep = int(used.max()) + 1 if len(used) else mask.shape[1]
+    return [a[:, :keep] if a.ndim >= 2 and a.shape[:2] == mask.shape else a for a in args]
+
+
+def distill(
+    student: Any,
+    teacher: Any,
+    task: Any,
+    cfg: DistillConfig,
+    seed: int = 0,
+    extra_loss: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``student`` in place towards ``teacher``'s outputs (see ``DistillConfig.objective``).
+
+    ``extra_loss`` (optional) is called after each student forward and its value added to the loss (e.g. an
+    activation-sparsity penalty read from forward hooks)."""
     import torch
     import torch.nn.functional as F
 
     data = task.split("train").take(cfg.samples)
+    objective = cfg.objective
+    if objective == "auto":
+        objective = "logits" if data.targets is not None else "outputs"
     rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, -(-len(data) // cfg.batch_size))
     total = max(1, round(cfg.epochs * steps_per_epoch))
@@ -247,19 +284,27 @@ def distill(student: Any, teacher: Any, task: Any, cfg: DistillConfig, seed: int
             if step >= total:
                 break
             idx = order[i : i + cfg.batch_size]
-            args = [torch.from_numpy(data.inputs[n][idx]) for n in task.input_names]
+            args = _trim_padding([torch.from_numpy(data.inputs[n][idx]) for n in task.input_names], task.input_names)
             with torch.no_grad():
                 t_out = teacher(*args)
             student.train()
             s_out = student(*args)
             s_logits = s_out[0] if isinstance(s_out, tuple | list) else s_out
             t_logits = t_out[0] if isinstance(t_out, tuple | list) else t_out
-            kd = F.kl_div(
-                F.log_softmax(s_logits / t, -1), F.log_softmax(t_logits / t, -1), log_target=True, reduction="batchmean"
-            ) * (t * t)
-            loss = (1 - cfg.alpha) * kd
-            if cfg.alpha > 0 and data.targets is not None:
-                loss = loss + cfg.alpha * task.loss(s_out, torch.from_numpy(data.targets[idx]))
+            if objective == "outputs":
+                loss = task.loss(s_out, t_logits)
+            else:
+                kd = F.kl_div(
+                    F.log_softmax(s_logits / t, -1),
+                    F.log_softmax(t_logits / t, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                ) * (t * t)
+                loss = (1 - cfg.alpha) * kd
+                if cfg.alpha > 0 and data.targets is not None:
+                    loss = loss + cfg.alpha * task.loss(s_out, torch.from_numpy(data.targets[idx]))
+            if extra_loss is not None:
+                loss = loss + extra_loss()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -272,6 +317,7 @@ def distill(student: Any, teacher: Any, task: Any, cfg: DistillConfig, seed: int
         "seconds": round(time.perf_counter() - start, 2),
         "loss_first": round(float(np.mean(losses[:10])), 5),
         "loss_last": round(float(np.mean(losses[-10:])), 5),
+        "objective": objective,
         "config": cfg.model_dump(),
     }
 

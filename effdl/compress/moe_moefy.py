@@ -21,7 +21,7 @@ from pydantic import Field
 
 from effdl.compress import register_stage
 from effdl.compress.base import ModelArtifact, Stage, StageConfig, StageContext
-from effdl.compress.moe import DistillConfig, distill
+from effdl.compress.moe import DistillConfig, _trim_padding, distill
 from effdl.errors import InputError
 
 
@@ -94,7 +94,7 @@ def capture_ffn_inputs(module: Any, fc1s: list[Any], task: Any, split: str, samp
     try:
         with torch.inference_mode():
             for x, _ in data.batches(64):
-                args = [torch.from_numpy(x[n]) for n in task.input_names]
+                args = _trim_padding([torch.from_numpy(x[n]) for n in task.input_names], task.input_names)
                 mask[0] = None if mask_at is None else args[mask_at]
                 module.eval()(*args)
     finally:

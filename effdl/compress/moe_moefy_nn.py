@@ -114,8 +114,8 @@ def coactivation_labels(active: np.ndarray, k: int, seed: int = 0) -> np.ndarray
     MoEfication partitions this graph with METIS; spectral partitioning needs no extra dependency, and
     sklearn's SpectralClustering cannot make equal-size clusters.
     """
-    b = active.astype(np.float64)
-    c = b.T @ b
+    b = active.astype(np.float32)
+    c = (b.T @ b).astype(np.float64)  # float32 counts are exact up to 2^24 tokens
     freq = np.diag(c).copy()
     w = c / np.sqrt(np.outer(freq, freq)).clip(1e-12)
     np.fill_diagonal(w, 0.0)
@@ -270,7 +270,10 @@ def dense_ffns(module: nn.Module) -> list[FFNSite]:
     and Hugging Face BERT-family layers (``intermediate.dense`` + ``intermediate_act_fn``, ``output.dense``
     + ``output.LayerNorm``: BERT, RoBERTa, MiniLM sentence encoders), in module order."""
     found: list[FFNSite] = []
+    moe_prefixes = tuple(f"{n}." for n, m in module.named_modules() if hasattr(m, "router") and n)
     for pname, parent in module.named_modules():
+        if hasattr(parent, "router") or f"{pname}.".startswith(moe_prefixes):
+            continue  # experts of an MoE layer are not dense FFNs
         inter, out = getattr(parent, "intermediate", None), getattr(parent, "output", None)
         if (
             isinstance(getattr(inter, "dense", None), nn.Linear)
@@ -281,8 +284,6 @@ def dense_ffns(module: nn.Module) -> list[FFNSite]:
             found.append(
                 FFNSite(pname, inter.dense, _act_module(inter.intermediate_act_fn), out.dense, _install_hf(parent))
             )
-            continue
-        if hasattr(parent, "router"):
             continue
         for child_name, child in parent.named_children():
             if (

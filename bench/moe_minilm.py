@@ -33,6 +33,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "coact-mlp": {"router": "mlp", "clustering": "coactivation", **DATA},
     "kmeans-mlp-ft": {"router": "mlp", **DATA, "finetune": FT},
     "kmeans-mlp-sparse-ft": {"router": "mlp", **DATA, "sparsity_finetune": SPARSE_FT, "finetune": FT},
+    "kmeans-mlp-ft-hidden": {"router": "mlp", **DATA, "finetune": {**FT, "hidden_weight": 1.0}},
 }
 TIMED = ("dense", "dense-int8", "kmeans-mlp-ft", "kmeans-mlp-ft-int8", "kmeans-mlp-ft-scatter")
 MARKER = "<!-- bench/moe_minilm.py results -->"

@@ -131,7 +131,7 @@ def test_moefy_stage_on_hf_bert_with_every_option(tiny_bert: Path, tmp_path: Pat
             "calibration_samples": 64,
             "eval_samples": 64,
             "sparsity_finetune": {"epochs": 1, "samples": 64, "batch_size": 32, "lr": 1e-3, "l1": 1.0},
-            "finetune": {"epochs": 1, "samples": 64, "batch_size": 32, "lr": 1e-3},
+            "finetune": {"epochs": 1, "samples": 64, "batch_size": 32, "lr": 1e-3, "hidden_weight": 1.0},
         }
     )
     art, d = cls(cfg).apply(

@@ -175,7 +175,9 @@ class Moefy(Stage):
 
             ctx.say(f"moefy: activation-sparsity fine-tune ({sf.epochs} epochs, l1={sf.l1})")
             try:
-                details["sparsity_finetune"] = distill(student, ctx.teacher, ctx.task, sf, ctx.seed, extra_loss=l1)
+                details["sparsity_finetune"] = distill(
+                    student, ctx.teacher, ctx.task, sf, ctx.seed, extra_loss=l1, hidden=[s.name for s in sites]
+                )
             finally:
                 for h in hooks:
                     h.remove()
@@ -214,7 +216,9 @@ class Moefy(Stage):
         heldout["moefied"] = scores(student)
         if cfg.finetune is not None:
             ctx.say(f"moefy: fine-tuning the MoEfied model ({cfg.finetune.epochs} epochs)")
-            details["finetune"] = distill(student, ctx.teacher, ctx.task, cfg.finetune, ctx.seed)
+            details["finetune"] = distill(
+                student, ctx.teacher, ctx.task, cfg.finetune, ctx.seed, hidden=[s.name for s in sites]
+            )
             heldout["moefied_finetuned"] = scores(student)
         details["heldout"] = heldout
         details["heldout_metric"] = {k: v["metric"] for k, v in heldout.items()}

@@ -151,3 +151,24 @@ def test_moefy_stage_on_hf_bert_with_every_option(tiny_bert: Path, tmp_path: Pat
     assert check_export(art.module, task, path, cfg_x)["max_abs_error"] < 1e-4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("NonZero") == 8 and "ScatterElements" not in ops  # 2 layers x 4 experts, gather dispatch
+    # ONNX Runtime and OpenVINO (FP32 pinned) run the gather dispatch like torch, every expert receiving tokens
+    import onnxruntime as ort
+    import openvino as ov
+
+    held = task.split("heldout").take(64)
+    ref = torch_outputs(art.module, task, held.inputs)[0]
+    used: set[tuple[int, int]] = set()
+    with torch.inference_mode():
+        for m in art.module.modules():
+            if isinstance(m, MoEfiedMLP):
+                m.register_forward_pre_hook(
+                    lambda mod, a: used.update((id(mod), int(e)) for e in mod.selected(a[0]).unique())
+                )
+        torch_outputs(art.module, task, held.inputs)
+    assert len(used) == 8
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for i in range(0, 64, 16):
+        feed = {k: v[i : i + 16] for k, v in held.inputs.items()}
+        assert np.abs(sess.run(None, feed)[0] - ref[i : i + 16]).max() < 1e-4
+        assert np.abs(np.asarray(compiled(feed)[0]) - ref[i : i + 16]).max() < 1e-4

@@ -65,11 +65,13 @@ class MoEfiedMLP(nn.Module):
                 out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
             return (out + self.bias).reshape(x.shape)
         assign = self.selected(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
+        # row a of `rep` is token a // top_k: one Expand per layer instead of an integer division per expert
+        rep = flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, flat.shape[-1])
         rows, outs = [], []
         for e, expert in enumerate(self.experts):
             idx = torch.nonzero(assign == e).squeeze(-1)
             rows.append(idx)
-            outs.append(expert(flat.index_select(0, torch.div(idx, self.top_k, rounding_mode="floor"))))
+            outs.append(expert(rep.index_select(0, idx)))
         inverse = torch.argsort(torch.cat(rows))
         out = torch.cat(outs).index_select(0, inverse).reshape(flat.shape[0], self.top_k, -1).sum(1)
         return (out + self.bias).reshape(x.shape)

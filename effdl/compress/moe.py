@@ -384,8 +384,10 @@ class MoESlimConfig(StageConfig):
     skip_threshold: float = Field(
         0.0, ge=0, lt=1, description="Skip secondary experts whose routing weight is below this (0: never)."
     )
-    dispatch: Literal["sparse", "dense"] | None = Field(
-        None, description="Forward formulation of the slimmed layers (None: keep the model's)."
+    dispatch: Literal["sparse", "dense", "ort_moe"] | None = Field(
+        None,
+        description="Forward formulation of the slimmed layers (None: keep the model's); ort_moe exports ONNX "
+        "Runtime's com.microsoft.MoE (ORT only, GELU tanh approximation, no skipping).",
     )
     calibration_samples: int | None = Field(200, ge=1, description="Calibration samples for routing statistics.")
     distill: DistillConfig | None = Field(None, description="Logit distillation from the unslimmed model afterwards.")

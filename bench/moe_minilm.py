@@ -34,6 +34,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "kmeans-mlp-ft": {"router": "mlp", **DATA, "finetune": FT},
     "kmeans-mlp-sparse-ft": {"router": "mlp", **DATA, "sparsity_finetune": SPARSE_FT, "finetune": FT},
     "kmeans-mlp-ft-hidden": {"router": "mlp", **DATA, "finetune": {**FT, "hidden_weight": 1.0}},
+    "kmeans-mlp-sparse05-ft": {
+        "router": "mlp",
+        **DATA,
+        "sparsity_finetune": {"epochs": 2.0, "lr": 2e-4, "batch_size": 16, "l1": 0.5},
+        "finetune": FT,
+    },
     "kmeans-mlp-ft6": {"router": "mlp", **DATA, "finetune": {"epochs": 6.0, "lr": 2e-4, "batch_size": 8}},
 }
 SCATTER = "kmeans-mlp-ft"  # also exported with the scatter dispatch, to time the two formulations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -223,14 +224,88 @@ class DistillConfig(StageConfig):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of the KL term.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss (1 - alpha: KL to teacher).")
     samples: int | None = Field(None, ge=1, description="Train samples used (default all).")
+    hidden_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a hidden-state term: relative MSE between the student's and the teacher's outputs "
+        "of the stage's changed layers (moefy: each MoEfied FFN's transformer layer), padding left out.",
+    )
+    objective: Literal["auto", "logits", "outputs"] = Field(
+        "auto",
+        description="logits: KL at temperature T (+ alpha x label loss); outputs: the task's own loss towards the "
+        "teacher's outputs (e.g. 1 - cosine for sentence embeddings); auto: logits when the train split has "
+        "labels, else outputs.",
+    )
 
 
-def distill(student: Any, teacher: Any, task: Any, cfg: DistillConfig, seed: int = 0) -> dict[str, Any]:
-    """Train ``student`` in place towards ``teacher``'s logits (and the labels, weight ``alpha``)."""
+def _trim_padding(args: list[Any], names: tuple[str, ...]) -> list[Any]:
+    """Cut the trailing sequence positions that are padding in every row of the batch.
+
+    Only for models fed an ``attention_mask`` (Hugging Face encoders): padded positions are masked out of
+    attention and pooling, so dropping the all-padding tail leaves every real token's output unchanged
+    and makes training on short sentences padded to 128 several times cheaper.
+    """
+    if "attention_mask" not in names:
+        return args
+    mask = args[names.index("attention_mask")]
+    if mask.ndim != 2:
+        return args
+    used = mask.any(0).nonzero()
+    keep = int(used.max()) + 1 if len(used) else mask.shape[1]
+    return [a[:, :keep] if a.ndim >= 2 and a.shape[:2] == mask.shape else a for a in args]
+
+
+def _hidden_loss(feats: dict[str, list[Any]], args: list[Any], names: tuple[str, ...]) -> Any:
+    """Mean over the hooked modules of ``|s - t|^2 / |t|^2`` over the token positions (padding left out)."""
+    import torch
+
+    mask = args[names.index("attention_mask")] if "attention_mask" in names else None
+    terms = []
+    for s, t in zip(feats["student"], feats["teacher"], strict=True):
+        t = t.detach()
+        if mask is not None and tuple(mask.shape) == tuple(s.shape[:2]):
+            keep = mask.reshape(-1) > 0
+            s, t = s.reshape(-1, s.shape[-1])[keep], t.reshape(-1, t.shape[-1])[keep]
+        terms.append(((s - t) ** 2).mean() / (t**2).mean().clamp_min(1e-12))
+    return torch.stack(terms).mean()
+
+
+def distill(
+    student: Any,
+    teacher: Any,
+    task: Any,
+    cfg: DistillConfig,
+    seed: int = 0,
+    extra_loss: Callable[[], Any] | None = None,
+    hidden: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train ``student`` in place towards ``teacher``'s outputs (see ``DistillConfig.objective``).
+
+    ``extra_loss`` (optional) is called after each student forward and its value added to the loss (e.g. an
+    activation-sparsity penalty read from forward hooks). ``hidden``: names of modules present in both
+    models whose outputs are matched when ``cfg.hidden_weight > 0``."""
     import torch
     import torch.nn.functional as F
 
+    feats: dict[str, list[Any]] = {"student": [], "teacher": []}
+    hooks = []
+    if cfg.hidden_weight > 0 and hidden:
+        for side, model in (("student", student), ("teacher", teacher)):
+            for name in hidden:
+                try:
+                    sub = model.get_submodule(name)
+                except AttributeError as e:
+                    raise InputError(f"distill: hidden-state module {name!r} is not in the {side}") from e
+                hooks.append(
+                    sub.register_forward_hook(
+                        lambda _m, _a, out, side=side: feats[side].append(out[0] if isinstance(out, tuple) else out)
+                    )
+                )
+
     data = task.split("train").take(cfg.samples)
+    objective = cfg.objective
+    if objective == "auto":
+        objective = "logits" if data.targets is not None else "outputs"
     rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, -(-len(data) // cfg.batch_size))
     total = max(1, round(cfg.epochs * steps_per_epoch))
@@ -241,37 +316,56 @@ def distill(student: Any, teacher: Any, task: Any, cfg: DistillConfig, seed: int
     losses: list[float] = []
     start = time.perf_counter()
     step = 0
-    while step < total:
-        order = rng.permutation(len(data))
-        for i in range(0, len(order), cfg.batch_size):
-            if step >= total:
-                break
-            idx = order[i : i + cfg.batch_size]
-            args = [torch.from_numpy(data.inputs[n][idx]) for n in task.input_names]
-            with torch.no_grad():
-                t_out = teacher(*args)
-            student.train()
-            s_out = student(*args)
-            s_logits = s_out[0] if isinstance(s_out, tuple | list) else s_out
-            t_logits = t_out[0] if isinstance(t_out, tuple | list) else t_out
-            kd = F.kl_div(
-                F.log_softmax(s_logits / t, -1), F.log_softmax(t_logits / t, -1), log_target=True, reduction="batchmean"
-            ) * (t * t)
-            loss = (1 - cfg.alpha) * kd
-            if cfg.alpha > 0 and data.targets is not None:
-                loss = loss + cfg.alpha * task.loss(s_out, torch.from_numpy(data.targets[idx]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            step += 1
+    try:
+        while step < total:
+            order = rng.permutation(len(data))
+            for i in range(0, len(order), cfg.batch_size):
+                if step >= total:
+                    break
+                idx = order[i : i + cfg.batch_size]
+                args = _trim_padding(
+                    [torch.from_numpy(data.inputs[n][idx]) for n in task.input_names], task.input_names
+                )
+                with torch.no_grad():
+                    t_out = teacher(*args)
+                student.train()
+                s_out = student(*args)
+                s_logits = s_out[0] if isinstance(s_out, tuple | list) else s_out
+                t_logits = t_out[0] if isinstance(t_out, tuple | list) else t_out
+                if objective == "outputs":
+                    loss = task.loss(s_out, t_logits)
+                else:
+                    kd = F.kl_div(
+                        F.log_softmax(s_logits / t, -1),
+                        F.log_softmax(t_logits / t, -1),
+                        log_target=True,
+                        reduction="batchmean",
+                    ) * (t * t)
+                    loss = (1 - cfg.alpha) * kd
+                    if cfg.alpha > 0 and data.targets is not None:
+                        loss = loss + cfg.alpha * task.loss(s_out, torch.from_numpy(data.targets[idx]))
+                if extra_loss is not None:
+                    loss = loss + extra_loss()
+                if feats["student"]:
+                    loss = loss + cfg.hidden_weight * _hidden_loss(feats, args, task.input_names)
+                feats["student"].clear()
+                feats["teacher"].clear()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                step += 1
+    finally:
+        for h in hooks:
+            h.remove()
     student.eval()
     return {
         "steps": total,
         "seconds": round(time.perf_counter() - start, 2),
         "loss_first": round(float(np.mean(losses[:10])), 5),
         "loss_last": round(float(np.mean(losses[-10:])), 5),
+        "objective": objective,
         "config": cfg.model_dump(),
     }
 
@@ -290,8 +384,10 @@ class MoESlimConfig(StageConfig):
     skip_threshold: float = Field(
         0.0, ge=0, lt=1, description="Skip secondary experts whose routing weight is below this (0: never)."
     )
-    dispatch: Literal["sparse", "dense"] | None = Field(
-        None, description="Forward formulation of the slimmed layers (None: keep the model's)."
+    dispatch: Literal["sparse", "dense", "ort_moe"] | None = Field(
+        None,
+        description="Forward formulation of the slimmed layers (None: keep the model's); ort_moe exports ONNX "
+        "Runtime's com.microsoft.MoE (ORT only, GELU tanh approximation, no skipping).",
     )
     calibration_samples: int | None = Field(200, ge=1, description="Calibration samples for routing statistics.")
     distill: DistillConfig | None = Field(None, description="Logit distillation from the unslimmed model afterwards.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,28 +25,55 @@ class _Expert(nn.Module):
 
 
 class MoEfiedMLP(nn.Module):
-    """A dense FFN split into neuron-cluster experts, routed top-k (weight 1 each) with sparse dispatch."""
+    """A dense FFN split into neuron-cluster experts, routed top-k (weight 1 each) with sparse dispatch.
 
-    def __init__(self, experts: list[_Expert], router: nn.Linear, bias: torch.Tensor, top_k: int) -> None:
+    ``dispatch="gather"`` (default): the ``tokens x top_k`` assignments are grouped per expert (NonZero of
+    the assignments equal to the expert, Gather of their tokens), each expert runs on its rows, the
+    outputs are concatenated and put back in assignment order by one Gather with the inverse permutation,
+    then each token's ``top_k`` rows are summed. No scatter: ONNX Runtime's ScatterElements (what
+    ``index_add`` exports to) copies the whole output and expands the indices per call, and costs more than
+    the experts at 128 tokens. ``dispatch="scatter"``: per expert NonZero, Gather, expert, ``index_add``
+    (the zoo MoE's formulation), kept for comparison. Both keep every expert in the exported graph.
+    """
+
+    def __init__(
+        self, experts: list[_Expert], router: nn.Module, bias: torch.Tensor, top_k: int, dispatch: str = "gather"
+    ) -> None:
         super().__init__()
         self.experts = nn.ModuleList(experts)
         self.router = router
         self.bias = nn.Parameter(bias.detach().clone())
         self.num_experts, self.top_k = len(experts), top_k
+        self.dispatch = dispatch
+
+    def selected(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices ``(..., top_k)`` of the experts each token runs through (highest router scores)."""
+        return self.router(x).topk(self.top_k, dim=-1).indices
 
     def routing(self, x: torch.Tensor) -> torch.Tensor:
         """0/1 weights ``(..., num_experts)``: the ``top_k`` experts with the highest router scores."""
-        logits = self.router(x)
-        kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
-        return (logits >= kth).to(x.dtype)
+        sel = self.selected(x)
+        return torch.zeros(*x.shape[:-1], self.num_experts, dtype=x.dtype).scatter(-1, sel, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         flat = x.reshape(-1, x.shape[-1])
-        weights = self.routing(flat)
-        out = torch.zeros_like(flat)
+        if self.dispatch == "scatter":
+            weights = self.routing(flat)
+            out = torch.zeros_like(flat)
+            for e, expert in enumerate(self.experts):
+                idx = torch.nonzero(weights[:, e] > 0).squeeze(-1)
+                out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
+            return (out + self.bias).reshape(x.shape)
+        assign = self.selected(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
+        # row a of `rep` is token a // top_k: one Expand per layer instead of an integer division per expert
+        rep = flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, flat.shape[-1])
+        rows, outs = [], []
         for e, expert in enumerate(self.experts):
-            idx = torch.nonzero(weights[:, e] > 0).squeeze(-1)
-            out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
+            idx = torch.nonzero(assign == e).squeeze(-1)
+            rows.append(idx)
+            outs.append(expert(rep.index_select(0, idx)))
+        inverse = torch.argsort(torch.cat(rows))
+        out = torch.cat(outs).index_select(0, inverse).reshape(flat.shape[0], self.top_k, -1).sum(1)
         return (out + self.bias).reshape(x.shape)
 
 
@@ -78,12 +107,32 @@ def balanced_kmeans(vectors: np.ndarray, k: int, iters: int = 10, seed: int = 0)
     return labels
 
 
-def moefy_mlp(mlp: nn.Module, num_experts: int, top_k: int, seed: int = 0) -> MoEfiedMLP:
-    """Split ``mlp`` (``fc1``, ``act``, ``fc2``) into ``num_experts`` neuron-cluster experts with a centroid router."""
+def coactivation_labels(active: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Balanced partition of neurons by co-activation: ``active`` is ``(tokens, neurons)`` booleans.
+
+    The graph's edge weight between two neurons is their co-activation count normalised by
+    ``sqrt(count_i * count_j)``; the partition is spectral (the top ``k`` eigenvectors of the normalised
+    affinity ``D^-1/2 W D^-1/2``, rows unit-normalised) followed by balanced k-means on that embedding.
+    MoEfication partitions this graph with METIS; spectral partitioning needs no extra dependency, and
+    sklearn's SpectralClustering cannot make equal-size clusters.
+    """
+    b = active.astype(np.float32)
+    c = (b.T @ b).astype(np.float64)  # float32 counts are exact up to 2^24 tokens
+    freq = np.diag(c).copy()
+    w = c / np.sqrt(np.outer(freq, freq)).clip(1e-12)
+    np.fill_diagonal(w, 0.0)
+    d = 1.0 / np.sqrt(w.sum(1).clip(1e-12))
+    _, vecs = np.linalg.eigh(d[:, None] * w * d[None, :])
+    emb = vecs[:, -k:]
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    return balanced_kmeans(emb, k, seed=seed)
+
+
+def split_mlp(mlp: nn.Module, labels: np.ndarray, top_k: int) -> MoEfiedMLP:
+    """Experts from the neuron partition ``labels`` of ``mlp`` (``fc1``, ``act``, ``fc2``), with a centroid router:
+    expert ``e`` scores ``x . sum(w_i) + sum(b_i)`` over its neurons."""
     fc1, fc2 = mlp.fc1, mlp.fc2
-    w = fc1.weight.detach()
-    vecs = torch.nn.functional.normalize(w, dim=1).numpy()
-    labels = balanced_kmeans(vecs, num_experts, seed=seed)
+    num_experts = int(labels.max()) + 1
     experts: list[_Expert] = []
     router = nn.Linear(fc1.in_features, num_experts, bias=True)
     with torch.no_grad():
@@ -100,15 +149,150 @@ def moefy_mlp(mlp: nn.Module, num_experts: int, top_k: int, seed: int = 0) -> Mo
     return MoEfiedMLP(experts, router, fc2.bias, top_k)
 
 
-def _dense_mlps(module: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
-    found = []
-    for parent in module.modules():
+def moefy_mlp(mlp: nn.Module, num_experts: int, top_k: int, seed: int = 0) -> MoEfiedMLP:
+    """Split ``mlp`` (``fc1``, ``act``, ``fc2``) into ``num_experts`` neuron-cluster experts (balanced k-means of
+    the normalised fc1 weight vectors) with a centroid router."""
+    vecs = torch.nn.functional.normalize(mlp.fc1.weight.detach(), dim=1).numpy()
+    return split_mlp(mlp, balanced_kmeans(vecs, num_experts, seed=seed), top_k)
+
+
+class MLPRouter(nn.Module):
+    """Router ``Linear(dim, hidden) -> ReLU -> Linear(hidden, experts)`` predicting each expert's activation mass."""
+
+    def __init__(self, in_features: int, hidden: int, num_experts: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, num_experts
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(x)
+
+
+def expert_mass(moe: MoEfiedMLP, x: torch.Tensor, target: str = "activation", chunk: int = 4096) -> torch.Tensor:
+    """``(tokens, experts)``: each expert's activation mass (sum of ``|act|`` over its neurons) or output L2 norm."""
+    cols = []
+    with torch.inference_mode():
+        for i in range(0, len(x), chunk):
+            xs = x[i : i + chunk]
+            row = []
+            for expert in moe.experts:
+                h = expert.act(expert.fc1(xs))
+                row.append(h.abs().sum(-1) if target == "activation" else expert.fc2(h).norm(dim=-1))
+            cols.append(torch.stack(row, -1))
+    return torch.cat(cols)
+
+
+def router_recall(moe: MoEfiedMLP, x: torch.Tensor, mass: torch.Tensor) -> float:
+    """Fraction of each token's ``top_k`` highest-mass experts that the router selects (1.0: oracle routing)."""
+    with torch.inference_mode():
+        best = mass.topk(moe.top_k, dim=-1).indices
+        picked = torch.zeros_like(mass, dtype=torch.bool).scatter(-1, moe.selected(x), True)
+        return float(picked.gather(-1, best).float().mean())
+
+
+def train_mlp_router(
+    moe: MoEfiedMLP, x: torch.Tensor, hidden: int = 128, epochs: int = 10, target: str = "activation", seed: int = 0
+) -> dict[str, float]:
+    """Replace ``moe``'s router by an :class:`MLPRouter` regressed (MSE) on each expert's mass for the tokens ``x``.
+
+    A tenth of the tokens is held out to report the router recall of the centroid router and of the MLP.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=gen)
+    n_val = max(1, len(x) // 10)
+    val, fit = order[:n_val], order[n_val:]
+    if len(fit) == 0:
+        raise InputError("moefy: router training needs at least 2 calibration tokens")
+    mass = expert_mass(moe, x, target)
+    scale = float(mass.mean().clamp_min(1e-12))
+    centroid_recall = router_recall(moe, x[val], mass[val])
+    torch.manual_seed(seed)
+    router = MLPRouter(x.shape[-1], hidden, moe.num_experts)
+    opt = torch.optim.Adam(router.parameters(), lr=1e-3)
+    batch = 256
+    steps = max(1, epochs * -(-len(fit) // batch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses: list[float] = []
+    step = 0
+    while step < steps:
+        perm = fit[torch.randperm(len(fit), generator=gen)]
+        for i in range(0, len(perm), batch):
+            if step >= steps:
+                break
+            idx = perm[i : i + batch]
+            loss = torch.nn.functional.mse_loss(router(x[idx]), mass[idx] / scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+    moe.router = router.eval()
+    return {
+        "steps": steps,
+        "loss_first": round(float(np.mean(losses[:20])), 5),
+        "loss_last": round(float(np.mean(losses[-20:])), 5),
+        "recall_centroid": round(centroid_recall, 4),
+        "recall_mlp": round(router_recall(moe, x[val], mass[val]), 4),
+    }
+
+
+class FFNSite(NamedTuple):
+    """One dense feed-forward network found in a model, and how to put its MoEfied replacement in place."""
+
+    name: str  # module path of the FFN (or of the transformer layer holding a split FFN)
+    fc1: nn.Linear
+    act: nn.Module
+    fc2: nn.Linear
+    install: Callable[[nn.Module], None]
+
+
+def _set(parent: nn.Module, child: str) -> Callable[[nn.Module], None]:
+    return lambda new: setattr(parent, child, new)
+
+
+def _install_hf(layer: nn.Module) -> Callable[[nn.Module], None]:
+    def install(new: nn.Module) -> None:
+        # BertLayer runs ``output(intermediate(x), x)`` with ``output = LayerNorm(dropout(dense(h)) + x)``:
+        # the MoE (fc2 included) becomes ``intermediate`` and ``output.dense`` an identity.
+        layer.intermediate = new
+        layer.output.dense = nn.Identity()
+
+    return install
+
+
+def _act_module(act: object) -> nn.Module:
+    if isinstance(act, nn.Module):
+        return act
+    raise InputError(f"moefy: the FFN activation {act!r} is not an nn.Module (cannot copy it into experts)")
+
+
+def dense_ffns(module: nn.Module) -> list[FFNSite]:
+    """Every dense FFN of ``module``: modules with ``fc1``, ``act``, ``fc2`` (the zoo's transformer blocks),
+    and Hugging Face BERT-family layers (``intermediate.dense`` + ``intermediate_act_fn``, ``output.dense``
+    + ``output.LayerNorm``: BERT, RoBERTa, MiniLM sentence encoders), in module order."""
+    found: list[FFNSite] = []
+    moe_prefixes = tuple(f"{n}." for n, m in module.named_modules() if hasattr(m, "router") and n)
+    for pname, parent in module.named_modules():
+        if hasattr(parent, "router") or f"{pname}.".startswith(moe_prefixes):
+            continue  # experts of an MoE layer are not dense FFNs
+        inter, out = getattr(parent, "intermediate", None), getattr(parent, "output", None)
+        if (
+            isinstance(getattr(inter, "dense", None), nn.Linear)
+            and hasattr(inter, "intermediate_act_fn")
+            and isinstance(getattr(out, "dense", None), nn.Linear)
+            and hasattr(out, "LayerNorm")
+        ):
+            found.append(
+                FFNSite(pname, inter.dense, _act_module(inter.intermediate_act_fn), out.dense, _install_hf(parent))
+            )
+            continue
         for child_name, child in parent.named_children():
             if (
                 isinstance(getattr(child, "fc1", None), nn.Linear)
                 and isinstance(getattr(child, "fc2", None), nn.Linear)
                 and hasattr(child, "act")
-                and not hasattr(parent, "router")
             ):
-                found.append((parent, child_name, child))
+                name = f"{pname}.{child_name}" if pname else child_name
+                found.append(FFNSite(name, child.fc1, _act_module(child.act), child.fc2, _set(parent, child_name)))
     return found

@@ -15,8 +15,47 @@ from torch import nn
 from effdl.zoo.registry import TrainRecipe, register_model
 from effdl.zoo.transformer import MLP, Block
 
-Dispatch = Literal["dense", "sparse"]
-DISPATCHES: tuple[str, ...] = ("dense", "sparse")
+Dispatch = Literal["dense", "sparse", "ort_moe"]
+DISPATCHES: tuple[str, ...] = ("dense", "sparse", "ort_moe")
+
+
+class _OrtMoE(torch.autograd.Function):
+    """Exports as ONNX Runtime's ``com.microsoft.MoE`` (TorchScript exporter); runs the sparse dispatch in torch.
+
+    ORT's operator takes the router logits, applies the softmax, keeps each token's top-k and renormalises
+    them (``normalize_routing_weights=1``): the zoo layer's routing without skipping. Its ``gelu`` is the
+    tanh approximation (measured: 2e-4 from the exact GELU the experts use), so the torch side computes
+    that too and the export matches it; the change from the exact-GELU model is a model change that the
+    metric shows. Expert weights are
+    stacked ``(experts, out, in)``, the ``nn.Linear`` layout that ORT >= 1.22 expects (a transposed stack
+    is accepted silently and computes garbage; the tests compare with torch).
+    """
+
+    @staticmethod
+    def forward(ctx, flat, logits, w1, b1, w2, b2, k):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN205
+        top = logits.topk(k, dim=-1)
+        weights = top.values.softmax(-1)  # softmax over the top-k = full softmax restricted and renormalised
+        out = torch.zeros_like(flat)
+        for j in range(k):
+            e = top.indices[:, j]
+            h = torch.nn.functional.gelu(torch.einsum("td,tod->to", flat, w1[e]) + b1[e], approximate="tanh")
+            out = out + weights[:, j : j + 1] * (torch.einsum("th,toh->to", h, w2[e]) + b2[e])
+        return out
+
+    @staticmethod
+    def symbolic(g, flat, logits, w1, b1, w2, b2, k):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN205
+        return g.op(
+            "com.microsoft::MoE",
+            flat,
+            logits,
+            w1,
+            b1,
+            w2,
+            b2,
+            k_i=k,
+            activation_type_s="gelu",
+            normalize_routing_weights_i=1,
+        )
 
 
 class MoEFeedForward(nn.Module):
@@ -79,7 +118,23 @@ class MoEFeedForward(nn.Module):
         return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.dispatch == "ort_moe":
+            return self.forward_ort_moe(x)
         return self.forward_sparse(x) if self.dispatch == "sparse" else self.forward_dense(x)
+
+    def forward_ort_moe(self, x: torch.Tensor) -> torch.Tensor:
+        """One ``com.microsoft.MoE`` node per layer in ONNX (TorchScript exporter), GELU's tanh approximation in
+        the experts (what that operator computes), every expert computed on its tokens only in torch too.
+
+        Only ONNX Runtime runs that operator (OpenVINO does not read it); no skipping threshold."""
+        if self.skip_threshold > 0:
+            raise ValueError("dispatch='ort_moe' has no dynamic skipping (com.microsoft.MoE cannot express it)")
+        flat = x.reshape(-1, x.shape[-1])
+        w1 = torch.stack([e.fc1.weight for e in self.experts])
+        b1 = torch.stack([e.fc1.bias for e in self.experts])
+        w2 = torch.stack([e.fc2.weight for e in self.experts])
+        b2 = torch.stack([e.fc2.bias for e in self.experts])
+        return _OrtMoE.apply(flat, self.router(flat), w1, b1, w2, b2, self.top_k).reshape(x.shape)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """Every expert on every token, outputs weighted by the (top-k masked) routing weights."""

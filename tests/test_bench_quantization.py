@@ -118,3 +118,4 @@ def test_interleaved_target_check_is_rendered() -> None:
     text = "\n".join(bench.render_model(res))
     assert "| SmoothQuant (NNCF), OpenVINO BF16 | 0.9950 | 0.9800 | 20.0, 40.0 | 5.00x, 3.00x | 4.00x |" in text
     assert "Torch eager p50 per round: 100.0, 120.0 ms." in text
+    assert "**MiniLM target by the interleaved check: met** by SmoothQuant (NNCF), OpenVINO BF16" in text

@@ -562,11 +562,15 @@ def _benchmark_all(
             b.pop("runtime_info", None)
             v.record["benchmark"] = b
             v.record["speedup"] = ref_p50 / b["latency_ms"]["p50"] if b["latency_ms"]["p50"] > 0 else None
+        by_unit: dict[str, Any] = {}  # one profile per kind of unit (host detection is not free)
         for r in (reference, *(v.record for v in accepted)):
             dev = r.get("device") or "cpu"
-            # the recipe's profile where it describes this variant's unit (a CPU variant on a GPU box: the CPU)
-            fits = any(u.kind == device_unit(dev) for u in profile.units)
-            where = profile if fits else profile_for_device(None, dev)
+            unit = device_unit(dev)
+            if unit not in by_unit:
+                # the recipe's profile where it describes this unit (a CPU variant on a GPU box: the host CPU's)
+                fits = any(u.kind == unit for u in profile.units)
+                by_unit[unit] = profile if fits else profile_for_device(None, dev)
+            where = by_unit[unit]
             r["benchmark"]["roofline"] = (
                 _roofline(macs, r, where)
                 if where is not None

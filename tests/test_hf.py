@@ -11,26 +11,13 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from testutil import wordpiece_tokenizer  # noqa: E402
+
 from effdl.errors import CheckpointError  # noqa: E402
 from effdl.pipeline import compress  # noqa: E402
 from effdl.recipe import parse_recipe  # noqa: E402
 from effdl.sources import load_checkpoint  # noqa: E402
 from effdl.tasks import get_task  # noqa: E402
-
-
-def _tokenizer(folder: Path) -> list[str]:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,;:'()-")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters]]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tok.save(str(folder / "tokenizer.json"))
-    return vocab
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +28,7 @@ def hf_folder(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
     folder.mkdir()
-    vocab = _tokenizer(folder)
+    vocab = wordpiece_tokenizer(folder)
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64

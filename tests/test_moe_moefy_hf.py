@@ -14,6 +14,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from testutil import wordpiece_tokenizer  # noqa: E402
+
 from effdl.compress import STAGES  # noqa: E402
 from effdl.compress.base import ModelArtifact, StageContext  # noqa: E402
 from effdl.compress.moe import _trim_padding  # noqa: E402
@@ -34,20 +36,11 @@ from effdl.tasks import get_task  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
     """A tiny random BERT folder (config + safetensors + tokenizer.json), as Hugging Face saves one."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
     folder.mkdir()
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,;:'()-")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters]]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tok.save(str(folder / "tokenizer.json"))
+    vocab = wordpiece_tokenizer(folder)
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64

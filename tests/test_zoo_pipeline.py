@@ -5,10 +5,10 @@ Also the rule that picks a task's own agreement limits when a recipe's do not ap
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from testutil import run_cli
 
 from effdl.pipeline import agreement_limits, compress
 from effdl.recipe import parse_recipe
@@ -69,17 +69,8 @@ def test_cli_zoo_train_then_compress_gan(monkeypatch, capsys, tmp_path: Path) ->
     """`effdl zoo train gan` then `effdl compress` with a recipe asking top1_agreement: the GAN task's PSNR applies."""
     import yaml
 
-    from effdl.cli import main
-
     def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["effdl", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = int(e.code or 0)
-        cap = capsys.readouterr()
-        return code, " ".join((cap.out + cap.err).split())
+        return run_cli(monkeypatch, capsys, *args)
 
     ckpt, recipe, out = tmp_path / "gan.safetensors", tmp_path / "r.yaml", tmp_path / "out"
     code, text = run("zoo", "train", "gan", "--tiny", "--epochs", "1", "-o", str(ckpt))

@@ -1,0 +1,39 @@
+"""Helpers shared by several test files (not collected: the name does not start with ``test_``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run ``effdl ARGS`` in this process: (exit code, stdout + stderr on one whitespace-normalised line)."""
+    from effdl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["effdl", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, " ".join((cap.out + cap.err).split())
+
+
+def wordpiece_tokenizer(folder: Path) -> list[str]:
+    """Write a tiny BERT-style WordPiece ``tokenizer.json`` (letters, digits, punctuation) into ``folder``;
+    returns its vocabulary ([CLS] is id 2, [SEP] id 3)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,;:'()-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters]]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok.save(str(folder / "tokenizer.json"))
+    return vocab

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from testutil import wordpiece_tokenizer  # noqa: E402
+from testutil import tiny_bert_folder  # noqa: E402
 
 from effdl.errors import CheckpointError  # noqa: E402
 from effdl.pipeline import compress  # noqa: E402
@@ -23,17 +23,7 @@ from effdl.tasks import get_task  # noqa: E402
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory) -> Path:
     """A tiny random BERT saved the way Hugging Face does, with a sentence-transformers layout."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    folder.mkdir()
-    vocab = wordpiece_tokenizer(folder)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    BertModel(cfg).save_pretrained(str(folder), safe_serialization=True)
+    folder = tiny_bert_folder(tmp_path_factory.mktemp("hf") / "tiny-bert")
     (folder / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Normalize"}]))
     return folder
 

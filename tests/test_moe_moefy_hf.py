@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from testutil import wordpiece_tokenizer  # noqa: E402
+from testutil import tiny_bert_folder  # noqa: E402
 
 from effdl.compress import STAGES  # noqa: E402
 from effdl.compress.base import ModelArtifact, StageContext  # noqa: E402
@@ -36,17 +36,7 @@ from effdl.tasks import get_task  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
     """A tiny random BERT folder (config + safetensors + tokenizer.json), as Hugging Face saves one."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    folder.mkdir()
-    vocab = wordpiece_tokenizer(folder)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    BertModel(cfg).save_pretrained(str(folder), safe_serialization=True)
-    return folder
+    return tiny_bert_folder(tmp_path_factory.mktemp("hf") / "tiny-bert")
 
 
 def _load(folder: Path, seq_len: int = 32) -> tuple[torch.nn.Module, object]:

@@ -37,3 +37,19 @@ def wordpiece_tokenizer(folder: Path) -> list[str]:
     )
     tok.save(str(folder / "tokenizer.json"))
     return vocab
+
+
+def tiny_bert_folder(folder: Path) -> Path:
+    """Save a tiny random BERT (2 layers, hidden 32, seed 0) with its tokenizer into ``folder``, as Hugging
+    Face does (config.json + model.safetensors + tokenizer.json)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = wordpiece_tokenizer(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(cfg).save_pretrained(str(folder), safe_serialization=True)
+    return folder

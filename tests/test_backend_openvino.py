@@ -49,3 +49,27 @@ def test_static_shapes_compiles_per_shape_and_matches_dynamic(dynamic_onnx: Path
 def test_static_shapes_must_be_a_bool(dynamic_onnx: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="static_shapes"):
         OpenVinoBackend().compile(dynamic_onnx, tmp_path, "bad", {"static_shapes": "yes"})
+
+
+def test_runner_reuses_its_input_tensors_across_shapes_and_copies_outputs(dynamic_onnx: Path, tmp_path: Path) -> None:
+    """The runner copies inputs into the request's own tensors (no re-binding per call): results must match
+    OpenVINO's plain call for changing batch sizes, a later call must not change an earlier result, and an
+    input of another dtype still runs (OpenVINO converts it)."""
+    import openvino as ov
+
+    backend = OpenVinoBackend()
+    compiled = backend.compile(dynamic_onnx, tmp_path, "dyn", {"inference_precision": "fp32"})
+    run = backend.load(tmp_path, compiled)
+    plain = ov.Core().compile_model(str(tmp_path / compiled.files[0]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rng = np.random.default_rng(1)
+    results = []
+    for batch in (1, 4, 2, 4):
+        x = rng.standard_normal((batch, 8)).astype(np.float32)
+        y = run.run({"x": x})[0]
+        assert y.shape == (batch, 3)
+        np.testing.assert_allclose(y, plain({"x": x})[0], rtol=1e-5, atol=1e-6)
+        results.append((x, y.copy(), y))
+    for _x, kept, returned in results:
+        np.testing.assert_array_equal(kept, returned)  # outputs are copies, not views of the request's memory
+    x64 = rng.standard_normal((2, 8))
+    np.testing.assert_allclose(run.run({"x": x64})[0], plain({"x": x64.astype(np.float32)})[0], rtol=1e-5, atol=1e-5)

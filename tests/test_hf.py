@@ -89,3 +89,25 @@ def test_compress_hf_folder_on_both_backends(hf_folder: Path, tmp_path: Path) ->
     for name in ("onnxruntime-dyn", "onnxruntime-int8", "openvino-int8"):
         assert rows[name]["accepted"], rows[name]["reason"]
         assert 0.9 < rows[name]["verification"]["cosine"] <= 1.0 + 1e-6
+
+
+def test_train_sentences_extends_the_train_split_without_heldout_text(hf_folder: Path) -> None:
+    """``train_sentences`` continues the train split with other standard-library sentences (for distillation):
+    the pair splits stay as they were and no held-out or calibration sentence is trained on."""
+    from effdl.errors import InputError
+    from effdl.tasks.sentences import stdlib_prose_sentences
+
+    base = get_task("sentence_similarity", tokenizer=str(hf_folder), seed=3)
+    big = get_task("sentence_similarity", tokenizer=str(hf_folder), seed=3, train_sentences=3000)
+    for split in ("heldout", "calibration"):
+        for name in ("input_ids", "attention_mask"):
+            assert np.array_equal(base.split(split).inputs[name], big.split(split).inputs[name])
+    small, large = base.split("train").inputs["input_ids"], big.split("train").inputs["input_ids"]
+    assert len(small) < 1000 and len(large) == 3000
+    assert np.array_equal(large[: len(small)], small)  # the pair sentences come first, as before
+    rows = {r.tobytes() for r in large}
+    for split in ("heldout", "calibration"):
+        assert not rows & {r.tobytes() for r in big.split(split).inputs["input_ids"]}
+    assert len(stdlib_prose_sentences()) > 5000
+    with pytest.raises(InputError, match="train_sentences"):
+        get_task("sentence_similarity", tokenizer=str(hf_folder), train_sentences=0).split("train")

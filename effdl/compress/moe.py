@@ -278,12 +278,14 @@ def distill(
     seed: int = 0,
     extra_loss: Callable[[], Any] | None = None,
     hidden: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``student`` in place towards ``teacher``'s outputs (see ``DistillConfig.objective``).
 
     ``extra_loss`` (optional) is called after each student forward and its value added to the loss (e.g. an
     activation-sparsity penalty read from forward hooks). ``hidden``: names of modules present in both
-    models whose outputs are matched when ``cfg.hidden_weight > 0``."""
+    models whose outputs are matched when ``cfg.hidden_weight > 0``. ``progress`` (optional) gets a line
+    (step, mean loss, elapsed and remaining time) about every 10% of the steps."""
     import torch
     import torch.nn.functional as F
 
@@ -356,6 +358,12 @@ def distill(
                 sched.step()
                 losses.append(float(loss.detach()))
                 step += 1
+                if progress is not None and total >= 10 and step % max(1, total // 10) == 0 and step < total:
+                    spent = time.perf_counter() - start
+                    progress(
+                        f"  distill step {step}/{total}: loss {np.mean(losses[-max(1, total // 10) :]):.4f}, "
+                        f"{spent:.0f} s spent, about {spent / step * (total - step):.0f} s to go"
+                    )
     finally:
         for h in hooks:
             h.remove()
@@ -458,7 +466,7 @@ class MoESlim(Stage):
             if ctx.teacher is None:
                 raise InputError("moe-slim: distill needs the original torch model as teacher")
             ctx.say(f"moe-slim: distilling from the unslimmed model ({cfg.distill.epochs} epochs)")
-            details["distill"] = distill(student, ctx.teacher, ctx.task, cfg.distill, ctx.seed)
+            details["distill"] = distill(student, ctx.teacher, ctx.task, cfg.distill, ctx.seed, progress=ctx.say)
         after = capture_layer_inputs(student, ctx.task, cfg.calibration_samples)
         for name, layer in moe_layers(student):
             details["layers"][name]["after"] = layer_profile(layer, after[name])

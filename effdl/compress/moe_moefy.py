@@ -176,7 +176,14 @@ class Moefy(Stage):
             ctx.say(f"moefy: activation-sparsity fine-tune ({sf.epochs} epochs, l1={sf.l1})")
             try:
                 details["sparsity_finetune"] = distill(
-                    student, ctx.teacher, ctx.task, sf, ctx.seed, extra_loss=l1, hidden=[s.name for s in sites]
+                    student,
+                    ctx.teacher,
+                    ctx.task,
+                    sf,
+                    ctx.seed,
+                    extra_loss=l1,
+                    hidden=[s.name for s in sites],
+                    progress=ctx.say,
                 )
             finally:
                 for h in hooks:
@@ -217,7 +224,7 @@ class Moefy(Stage):
         if cfg.finetune is not None:
             ctx.say(f"moefy: fine-tuning the MoEfied model ({cfg.finetune.epochs} epochs)")
             details["finetune"] = distill(
-                student, ctx.teacher, ctx.task, cfg.finetune, ctx.seed, hidden=[s.name for s in sites]
+                student, ctx.teacher, ctx.task, cfg.finetune, ctx.seed, hidden=[s.name for s in sites], progress=ctx.say
             )
             heldout["moefied_finetuned"] = scores(student)
         details["heldout"] = heldout

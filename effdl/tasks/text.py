@@ -39,25 +39,48 @@ CHAR_VOCAB: str = "\n" + "".join(chr(c) for c in range(32, 127))
 MIN_CORPUS_CHARS = 100_000
 
 
-def stdlib_docstring_corpus(stdlib_dir: str | Path | None = None) -> str:
-    """The docstrings (module, class, function) of :data:`STDLIB_DOC_FILES`, cleaned and joined.
+#: Parts of the standard library left out of :func:`stdlib_docstrings` when it reads every module: tests
+#: (their docstrings describe test cases), IDLE, lib2to3 and installed third-party packages.
+STDLIB_SKIP_PARTS: frozenset[str] = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages"})
+
+
+def _docstrings(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    docs = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                docs.append(doc)
+    return docs
+
+
+def stdlib_docstrings(stdlib_dir: str | Path | None = None, every_module: bool = False) -> list[str]:
+    """The docstrings (module, class, function) of :data:`STDLIB_DOC_FILES`, or of every pure-Python
+    standard-library module (``every_module``, sorted by path, :data:`STDLIB_SKIP_PARTS` left out).
 
     Read from the running interpreter's standard-library directory with :mod:`ast`, so no module is
-    imported and ``python -OO`` makes no difference.
+    imported and ``python -OO`` makes no difference; files that do not parse as UTF-8 Python are skipped.
     """
     root = Path(stdlib_dir or sysconfig.get_paths()["stdlib"])
+    if every_module:
+        files = sorted(p for p in root.rglob("*.py") if not STDLIB_SKIP_PARTS & set(p.relative_to(root).parts))
+    else:
+        files = [root / rel for rel in STDLIB_DOC_FILES if (root / rel).is_file()]
     docs: list[str] = []
-    for rel in STDLIB_DOC_FILES:
-        path = root / rel
-        if not path.is_file():
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                doc = ast.get_docstring(node, clean=True)
-                if doc:
-                    docs.append(doc)
-    text = "\n\n".join(docs)
+    for path in files:
+        try:
+            docs.extend(_docstrings(path))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            if not every_module:
+                raise
+    return docs
+
+
+def stdlib_docstring_corpus(stdlib_dir: str | Path | None = None) -> str:
+    """The docstrings of :data:`STDLIB_DOC_FILES` (see :func:`stdlib_docstrings`), cleaned and joined."""
+    root = Path(stdlib_dir or sysconfig.get_paths()["stdlib"])
+    text = "\n\n".join(stdlib_docstrings(root))
     if len(text) < MIN_CORPUS_CHARS:
         raise InputError(
             f"the standard library at {root} yields only {len(text)} docstring characters "

@@ -111,20 +111,32 @@ class OpenVinoRunner:
         return req
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs for ``feeds`` (copies). Inputs are copied into the request's own input tensors and the
-        request runs on them: handing OpenVINO a new input tensor each call (``infer(feeds)``, shared or
-        not) makes the CPU plugin re-bind its input memory every time, which measured ~55 us per call on
-        resnet8 here (bench/runtime_overhead.py), a third of a small model's INT8 call."""
+        """Outputs for ``feeds`` (copies).
+
+        Inputs are copied into the request's own input tensors, whose numpy views are kept between calls
+        (re-read only when a shape changes), and the request runs on them. Handing OpenVINO a new input
+        tensor each call (``infer(feeds)``, shared or not), or even asking the request for its tensor
+        again, costs the CPU plugin a re-binding of its input memory: ~80 us per call on resnet8 INT8 here
+        (``bench/openvino_call.py``), a third of a small model's call."""
         req = self._request() if self._specialize is None else self._specialized_request(feeds)
-        tensors = [(req.get_tensor(name), np.asarray(value)) for name, value in feeds.items()]
-        if all(t.data.dtype == a.dtype for t, a in tensors):
-            for tensor, arr in tensors:
+        bound = getattr(self._local, "bound", None)
+        if bound is None:
+            bound = self._local.bound = {}
+        views = bound.setdefault(id(req), {})
+        arrays = {name: np.asarray(value) for name, value in feeds.items()}
+        for name, arr in arrays.items():
+            view = views.get(name)
+            if view is None or view.shape != arr.shape:
+                tensor = req.get_tensor(name)
+                if tensor.data.dtype != arr.dtype:  # not what the model was compiled for: OpenVINO converts it
+                    views.clear()  # infer(feeds) binds new tensors: the kept views are stale
+                    req.infer(arrays)
+                    return [req.get_output_tensor(i).data.copy() for i in range(self._n_out)]
                 if tuple(tensor.shape) != arr.shape:
                     tensor.shape = list(arr.shape)
-                tensor.data[...] = arr
-            req.infer()
-        else:  # a dtype the model was not compiled for: OpenVINO converts or refuses it
-            req.infer(feeds)
+                view = views[name] = tensor.data
+            view[...] = arr
+        req.infer()
         return [req.get_output_tensor(i).data.copy() for i in range(self._n_out)]
 
 

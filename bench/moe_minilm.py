@@ -1,12 +1,13 @@
 """MoEfication of all-MiniLM-L6-v2 (issue 10): 8 experts per FFN, top-2, against the dense model, side by side.
 
 Builds (or reuses, cached in ``--out``) MoEfied variants with the ``moefy`` stage: weight k-means or
-co-activation clustering, centroid or MLP router, with and without the activation-sparsity fine-tune and
-the distillation fine-tune (both towards the dense model's embeddings on the task's train split). Each is
-exported to ONNX (TorchScript exporter, sparse gather dispatch), scored on ONNX Runtime against the dense
-FP32 model's embeddings on the 256 held-out sentences (mean cosine, and the task metric pair_top1), and the
-timed variants are timed on ONNX Runtime at batch 1, sequence length 128 (held-out sentences padded to
-128, as the task feeds them), each variant alone in a fresh process (effdl.benchmark.worker). INT8: ORT
+co-activation clustering, centroid or MLP router, and the distillation fine-tune towards the dense model's
+embeddings on the task's train split (``--train-sentences``: the pair sentences plus every standard-library
+module's prose). Each is exported to ONNX (TorchScript exporter, sparse gather dispatch), scored on ONNX
+Runtime against the dense FP32 model's embeddings on the 256 held-out sentences (mean cosine, and the task
+metric pair_top1), and the timed variants are timed on ONNX Runtime at batch 1, sequence length 128
+(held-out sentences padded to 128, as the task feeds them), each variant alone in a fresh process
+(effdl.benchmark.worker), with 1 intra-op thread and with ONNX Runtime's default (``--threads``). INT8: ORT
 dynamic quantization of every MatMul, the same stage for the dense and the MoEfied model (the MoE's expert
 Gemms are first rewritten to MatMul so that they are eligible). Writes JSON and a section of docs/moe.md.
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DATA = {"calibration_split": "train", "calibration_samples": 1000}
 #: The distillation fine-tune: 8 passes over the train split, which --train-sentences (default 12000) extends
 #: with every standard-library module's prose (the ~360 pair sentences alone stopped at cosine 0.86).
-FT = {"epochs": 8.0, "lr": 2e-4, "batch_size": 16}
+FT = {"epochs": 8.0, "lr": 2e-4, "batch_size": 32}
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmeans-centroid": {},
     "kmeans-mlp": {"router": "mlp", **DATA},
@@ -79,12 +80,16 @@ def main() -> int:
     ap.add_argument("--doc", type=Path, default=None, help="also write the Markdown section into this file")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {list(VARIANTS)}")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="ONNX Runtime intra-op threads to time with, one setting after another (0: ONNX Runtime's default)",
+    )
     ap.add_argument("--build-only", action="store_true", help="build and cache the variants, measure nothing")
     ap.add_argument("--headline", default="kmeans-mlp-ft8", help="the MoEfied variant timed (FP32 and INT8)")
-    ap.add_argument(
-        "--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)"
-    )
+    ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")
     args = ap.parse_args()
     timed = ["dense", "dense-int8", args.headline, f"{args.headline}-int8", f"{SCATTER}-scatter"]
 
@@ -174,23 +179,25 @@ def main() -> int:
 
     npz = out / "inputs-b1.npz"
     np.savez(npz, **{k: v[:64] for k, v in held.inputs.items()})
-    for name in [n for n in timed if n in paths]:
-        spec = {
-            "kind": "onnx",
-            "label": name,
-            "path": str(paths[name]),
-            "warmup": 30,
-            "queries": args.queries,
-            "min_duration_s": 0.0,
-            "threads": args.threads,
-            "inputs_npz": str(npz),
-            "input_names": list(task.input_names),
-            "batch": 1,
-            "device": None,
-        }
-        res = run_isolated(spec, out)
-        rows[name]["latency"] = {k: res["latency_ms"][k] for k in ("p50", "p90", "mean") if k in res["latency_ms"]}
-        print(f"{name}: p50 {res['latency_ms']['p50']:.3f} ms", flush=True)
+    for threads in args.threads:  # one setting after another; within a setting, each variant in a fresh process
+        for name in [n for n in timed if n in paths]:
+            spec = {
+                "kind": "onnx",
+                "label": f"{name}-t{threads}",
+                "path": str(paths[name]),
+                "warmup": 30,
+                "queries": args.queries,
+                "min_duration_s": 0.0,
+                "threads": threads or None,
+                "inputs_npz": str(npz),
+                "input_names": list(task.input_names),
+                "batch": 1,
+                "device": None,
+            }
+            res = run_isolated(spec, out)
+            lat = {k: res["latency_ms"][k] for k in ("p50", "p90", "mean") if k in res["latency_ms"]}
+            rows[name].setdefault("latency", {})[str(threads)] = lat
+            print(f"{name} ({threads or 'default'} threads): p50 {lat['p50']:.3f} ms", flush=True)
     import os
 
     result = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()}
@@ -217,20 +224,30 @@ def render(result: dict[str, Any]) -> str:
         "",
         "8 experts per FFN (192 of 1536 neurons each), top-2 (a quarter of the FFN per token). Quality: ONNX "
         "Runtime embeddings of the 256 held-out sentences vs the dense FP32 torch model (mean cosine, worst "
-        "cosine) and the task metric pair_top1 %. Latency: ONNX Runtime CPU, batch 1, sequence length 128, p50 "
-        f"after 30 warm-up calls, each variant alone in a fresh process, one run (load average after the run: {la}).",
+        "cosine) and the task metric pair_top1 %. Latency: ONNX Runtime CPU, batch 1, sequence length 128 (held-out "
+        "sentences padded to 128, as the task feeds them), p50 of the calls after 30 warm-up calls, each variant "
+        "alone in a fresh process, with 1 intra-op thread and with ONNX Runtime's default (one per core), one run "
+        f"(load average after the run: {la}). Speed-up: the dense model's p50 at the same precision and threads "
+        "over the variant's.",
         "",
-        "| variant | cosine | worst cosine | pair_top1 % | p50 ms | speedup vs dense (same precision) |",
-        "|---|---|---|---|---|---|",
+    ]
+    settings = sorted({t for r in rows.values() for t in r.get("latency", {})}, key=int)
+    heads = "".join(
+        f" p50 ms ({'1 thread' if t == '1' else 'default threads' if t == '0' else t + ' threads'}) | speed-up |"
+        for t in settings
+    )
+    lines += [
+        f"| variant | cosine | worst cosine | pair_top1 % |{heads}",
+        "|---|---|---|---|" + "---|---|" * len(settings),
     ]
     for name, r in rows.items():
-        lat = r.get("latency", {}).get("p50")
-        base = rows["dense-int8" if name.endswith("-int8") else "dense"].get("latency", {}).get("p50")
-        speed = f"{base / lat:.2f}x" if lat and base else ""
-        lines.append(
-            f"| {name} | {r['cosine']:.4f} | {r['cosine_min']:.4f} | {r['metric']:.2f} | "
-            f"{f'{lat:.2f}' if lat else ''} | {speed} |"
-        )
+        cells = ""
+        for t in settings:
+            lat = r.get("latency", {}).get(t, {}).get("p50")
+            base = rows["dense-int8" if name.endswith("-int8") else "dense"].get("latency", {}).get(t, {}).get("p50")
+            speed = f"{base / lat:.2f}x" if lat and base else ""
+            cells += f" {f'{lat:.2f}' if lat else ''} | {speed} |"
+        lines.append(f"| {name} | {r['cosine']:.4f} | {r['cosine_min']:.4f} | {r['metric']:.2f} |{cells}")
     lines += [
         "",
         "Fine-tunes and routers (held-out torch cosine after each step; router recall: the share of each token's "

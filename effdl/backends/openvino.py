@@ -116,8 +116,8 @@ class OpenVinoRunner:
         Inputs are copied into the request's own input tensors, whose numpy views are kept between calls
         (re-read only when a shape changes), and the request runs on them. Handing OpenVINO a new input
         tensor each call (``infer(feeds)``, shared or not), or even asking the request for its tensor
-        again, costs the CPU plugin a re-binding of its input memory: ~80 us per call on resnet8 INT8 here
-        (``bench/openvino_call.py``), a third of a small model's call."""
+        again, costs the CPU plugin a re-binding of its input memory: 55-80 us per call on resnet8 here
+        (``bench/openvino_call.py``), a quarter to a third of its INT8 call."""
         fast = getattr(self._local, "fast", None)
         if fast is not None and len(feeds) == len(fast[1]):
             # The same inputs as the last call (names, shapes, dtypes): straight to the kept views and request.

@@ -22,12 +22,14 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runtime_overhead import measure  # noqa: E402  (the interleaved, rotating timing loop)
 
 
 def main() -> int:
@@ -76,15 +78,7 @@ def main() -> int:
             got = way()
             got = got[1][0] if isinstance(got, tuple) else got[0]
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
-        per_call: dict[str, list[float]] = {k: [] for k in ways}
-        names = list(ways)
-        for r in range(args.rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                way = ways[name]
-                t0 = time.perf_counter_ns()
-                for _ in range(args.calls):
-                    way()
-                per_call[name].append((time.perf_counter_ns() - t0) / args.calls / 1e3)
+        per_call = measure(ways, rounds=args.rounds, calls=args.calls)
     med = {k: statistics.median(v) for k, v in per_call.items()}
     print(
         f"{args.model}, OpenVINO {ov.get_version()} CPU, FP32, {args.threads} thread(s), batch 1, "

@@ -274,3 +274,61 @@ def test_structured_round_to_shrinks_onnx_and_openvino_runs_it_all_int8(tmp_path
     assert summaries["fp32"]["int8"] == 0 and summaries["fp32"]["float"] >= len(convs)
     assert summaries["int8"]["float"] == 0 and summaries["int8"]["int8"] == summaries["fp32"]["float"]
     assert set(summaries["int8"]["layers"]) <= {"Convolution", "FullyConnected"}
+
+
+def test_depth_resnet_removes_the_least_harmful_block_and_exports(resnet: tuple, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from effdl.compress.depth import residual_blocks
+    from effdl.compress.depth_nn import SkippedBlock
+    from effdl.export import export_onnx, torch_outputs
+
+    model, task = resnet
+    assert residual_blocks(model) == ["layers.0", "layers.1", "layers.2"]
+    pruned, d = _run("prune-depth", {"blocks": 2, "finetune": FT}, model, task, tmp_path)
+    first, second = d["removed"]
+    assert first["relative_error"] == min(first["scores"].values()) and len(first["scores"]) == 3
+    assert len(second["scores"]) == 2 and first["block"] not in second["scores"]
+    skipped = [n for n, m in pruned.named_modules() if isinstance(m, SkippedBlock)]
+    assert sorted(skipped) == sorted([first["block"], second["block"]])
+    assert d["macs_after"] < d["macs_before"] and d["parameters_after"] < d["parameters_before"]
+    assert residual_blocks(model) == ["layers.0", "layers.1", "layers.2"]  # the input model is untouched
+    for name in skipped:  # a projection block keeps its shortcut (the width must still change)
+        block = model.get_submodule(name)
+        assert (pruned.get_submodule(name).shortcut is None) == isinstance(block.shortcut, torch.nn.Identity)
+    held = task.split("heldout").take(16)
+    sess = ort.InferenceSession(str(export_onnx(pruned, task, tmp_path / "d.onnx")), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        sess.run(None, held.inputs)[0], torch_outputs(pruned, task, held.inputs)[0], atol=1e-4, rtol=1e-3
+    )
+
+
+def test_depth_then_structured_bert(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    entry = get_model_entry("bert_classifier")
+    model = entry.build(**{**entry.tiny, "depth": 2})
+    task = get_task("seq_majority", n_train=1000, length=16)
+    finetune(model, task, FinetuneConfig(max_steps=25, lr=3e-3))
+    model.eval()
+    depth, d = _run("prune-depth", {"blocks": 1, "finetune": FT}, model, task, tmp_path)
+    (removed,) = d["removed"]
+    assert set(removed["scores"]) == {"blocks.0", "blocks.1"} and removed["relative_error"] > 0
+    kept = depth.blocks[1 - int(removed["block"][-1])]
+    x = torch.randn(2, 17, model.head.in_features)
+    assert torch.equal(depth.get_submodule(removed["block"])(x), x)
+    assert d["heldout_metric"]["before"] >= 0 and set(d["heldout_metric"]) == {"before", "blocks_removed", "finetuned"}
+    pruned, _ = _run("prune-structured", {"ratio": 0.5, "finetune": FT}, depth, task, tmp_path)
+    fc1 = [m.mlp.fc1 for m in pruned.blocks if hasattr(m, "mlp")]
+    assert [f.out_features for f in fc1] == [kept.mlp.fc1.out_features // 2]
+    tokens = torch.from_numpy(task.split("heldout").inputs["tokens"][:4])
+    assert pruned(tokens).shape == (4, 4)
+
+
+def test_depth_errors(resnet: tuple, tmp_path: Path) -> None:
+    model, task = resnet
+    with pytest.raises(InputError, match="3 removable residual blocks"):
+        _run("prune-depth", {"blocks": 4}, model, task, tmp_path)
+    with pytest.raises(InputError, match="only"):
+        _run("prune-depth", {"only": ["("]}, model, task, tmp_path)
+    with pytest.raises(InputError, match="none"):
+        _run("prune-depth", {"only": ["nothing"]}, model, task, tmp_path)

@@ -1,6 +1,6 @@
 """Compression stages, registered by name for recipes: quantization (quantize, quantize-dynamic,
 quantize-weights, quantize-smoothquant, quantize-auto, convert-fp16, qat), pruning and distillation
-(prune-unstructured, prune-structured, sparsity-24, distill) and mixture-of-experts (moe-*, moefy)."""
+(prune-unstructured, prune-structured, prune-depth, sparsity-24, distill) and mixture-of-experts (moe-*, moefy)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from effdl.registry import Registry
 
 def _load_builtin() -> None:
     from effdl.compress import (  # noqa: F401  (each module registers its stages)
+        depth,
         distill,
         dynamic,
         fp16,

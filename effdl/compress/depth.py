@@ -1,0 +1,162 @@
+"""Depth pruning: ``prune-depth`` removes whole residual blocks, then fine-tunes.
+
+Channel pruning (``prune-structured``) keeps every layer and makes each one narrower. At batch 1 on a CPU
+with AMX or VNNI kernels, a narrow layer does not cost proportionally less: the INT8 kernels work on blocks
+of 16-64 channels and each layer has a fixed cost per call, so a quarter of the MACs can take half the time
+(see docs/pruning.md). Removing whole blocks keeps the remaining layers' kernels as efficient as before, the
+observation behind depth pruning of Transformers (Kim et al. 2024, "Shortened LLaMA"; Men et al. 2024,
+"ShortGPT"). The two compose: ``prune-depth`` then ``prune-structured``, then ``distill`` and ``quantize``.
+
+A removable block is a residual block whose output is its input plus a branch: the zoo's ``BasicBlock``
+(ResNets; a block with a projection shortcut becomes ``ReLU(shortcut(x))``, its branch is dropped) and the
+zoo's Transformer ``Block`` (becomes the identity). Blocks are removed greedily: each round bypasses every
+remaining candidate in turn and drops the one whose removal changes the model's outputs least (relative
+squared error against the unpruned model on calibration samples, the reconstruction criterion of
+MoE expert pruning and of block-influence ranking), then the model is fine-tuned on the task.
+
+No library does this for arbitrary torch modules (torch-pruning removes channels, not blocks), hence the
+few lines here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from effdl.compress import register_stage
+from effdl.compress.base import ModelArtifact, Stage, StageConfig, StageContext
+from effdl.compress.finetune import FinetuneConfig, copy_module, finetune, heldout_metric, macs_of, param_count
+from effdl.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def _skip_module(block: nn.Module) -> nn.Module:
+    """What replaces ``block`` when it is removed: the identity, or its projection shortcut (then ReLU)."""
+    from torch import nn
+
+    from effdl.compress.depth_nn import SkippedBlock
+
+    shortcut = getattr(block, "shortcut", None)
+    return SkippedBlock(None if shortcut is None or isinstance(shortcut, nn.Identity) else shortcut)
+
+
+def residual_blocks(module: nn.Module) -> list[str]:
+    """Names of the blocks ``prune-depth`` can remove, in model order (zoo ``BasicBlock`` and ``Block``)."""
+    from effdl.zoo.cnn import BasicBlock
+    from effdl.zoo.transformer import Block
+
+    return [name for name, sub in module.named_modules() if name and isinstance(sub, BasicBlock | Block)]
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    parent_name, _, child = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    old = parent.get_submodule(child)
+    setattr(parent, child, new)  # also for ModuleList / Sequential items, whose names are "0", "1", ...
+    return old
+
+
+class DepthConfig(StageConfig):
+    """Options of ``prune-depth``."""
+
+    blocks: int = Field(1, ge=1, description="Residual blocks removed.")
+    only: list[str] = Field(
+        default_factory=list, description="Regexes: only blocks whose module name matches one are candidates."
+    )
+    ranking: Literal["reconstruction", "last"] = Field(
+        "reconstruction",
+        description="reconstruction: greedily drop the block whose removal changes the outputs least on "
+        "calibration samples; last: drop the last candidates (a fixed choice, for comparison).",
+    )
+    calibration_samples: int = Field(200, ge=1, description="Calibration samples scoring each removal.")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Fine-tuning after the removal.")
+
+
+def _outputs(module: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    with torch.no_grad():
+        out = module(*inputs)
+    return (out[0] if isinstance(out, tuple | list) else out).float()
+
+
+@register_stage
+class PruneDepth(Stage):
+    """Removal of whole residual blocks (depth pruning), ranked by output reconstruction, with fine-tuning."""
+
+    name: ClassVar[str] = "prune-depth"
+    kind: ClassVar[Literal["torch", "onnx"]] = "torch"
+    Config: ClassVar[type[StageConfig]] = DepthConfig
+    default_output: ClassVar[str] = "fp32"
+    summary: ClassVar[str] = "depth pruning: removes whole residual blocks, fine-tuned"
+
+    def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
+        import torch
+
+        cfg: DepthConfig = self.config  # type: ignore[assignment]
+        for p in cfg.only:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise InputError(f"prune-depth.only: {p!r} is not a regular expression ({e})") from None
+        module = copy_module(model, self.name)
+        candidates = [n for n in residual_blocks(module) if not cfg.only or any(re.search(p, n) for p in cfg.only)]
+        if len(candidates) < cfg.blocks:
+            raise InputError(
+                f"prune-depth: blocks {cfg.blocks} asks for more than the {len(candidates)} removable residual "
+                f"blocks of this model ({', '.join(candidates) or 'none'})",
+                "removable blocks are the zoo's ResNet BasicBlocks and Transformer Blocks; lower `blocks` or "
+                "widen `only`",
+            )
+        task = ctx.task
+        data = task.split("calibration").take(cfg.calibration_samples)
+        inputs = [torch.from_numpy(data.inputs[n]) for n in task.input_names]
+        module.eval()
+        reference = _outputs(module, inputs)
+        norm = float(reference.pow(2).mean()) or 1.0
+        macs0, params0 = macs_of(module, task), param_count(module)
+        metric0 = heldout_metric(module, task)
+        removed: list[dict[str, Any]] = []
+        for round_ in range(cfg.blocks):
+            scores: dict[str, float] = {}
+            if cfg.ranking == "last":
+                choice = candidates[-1]
+            else:
+                for name in candidates:
+                    block = _replace(module, name, _skip_module(module.get_submodule(name)))
+                    scores[name] = round(float((_outputs(module, inputs) - reference).pow(2).mean()) / norm, 6)
+                    _replace(module, name, block)
+                choice = min(scores, key=scores.__getitem__)
+            _replace(module, choice, _skip_module(module.get_submodule(choice)))
+            candidates.remove(choice)
+            removed.append({"block": choice, "relative_error": scores.get(choice), "scores": scores})
+            ctx.say(f"prune-depth: removed {choice} (round {round_ + 1}/{cfg.blocks})")
+        metric_removed = heldout_metric(module, task)
+        ctx.say(f"prune-depth: fine-tuning without {', '.join(r['block'] for r in removed)}")
+        ft = finetune(module, task, cfg.finetune, seed=ctx.seed)
+        macs1 = macs_of(module, task)
+        details = {
+            "result": (
+                f"removed {', '.join(r['block'] for r in removed)}; MACs {macs0 or 0:,} -> {macs1 or 0:,}"
+                + (f" ({macs1 / macs0:.0%})" if macs0 and macs1 else "")
+                + f", params {params0:,} -> {param_count(module):,}"
+            ),
+            "method": f"greedy block removal, {cfg.ranking} ranking on {len(data)} calibration samples",
+            "removed": removed,
+            "macs_before": macs0,
+            "macs_after": macs1,
+            "parameters_before": params0,
+            "parameters_after": param_count(module),
+            "heldout_metric": {
+                "before": round(metric0, 3),
+                "blocks_removed": round(metric_removed, 3),
+                "finetuned": round(heldout_metric(module, task), 3),
+            },
+            "finetune": ft,
+        }
+        return ModelArtifact(output, "torch", "fp32", module=module, lineage=[*model.lineage, self.name]), details

@@ -43,7 +43,11 @@ class StaticQuantConfig(StageConfig):
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="Activation integer type.")
     weight_type: Literal["int8", "uint8"] = Field("int8", description="Weight integer type.")
-    symmetric_activations: bool = Field(False, description="Symmetric activation ranges (zero point 0).")
+    symmetric_activations: bool | None = Field(
+        None,
+        description="Symmetric activation ranges (zero point 0). Default: the engine's own, asymmetric for "
+        "onnxruntime; for nncf its presets: symmetric ('performance') unless model_type is 'transformer' ('mixed').",
+    )
     symmetric_weights: bool = Field(True, description="Symmetric weight ranges (onnxruntime engine).")
     percentile: float = Field(99.999, gt=90, le=100, description="Percentile for calibration=percentile.")
     preprocess: bool = Field(True, description="Run ORT's quant_pre_process (shape inference, fusions) first.")
@@ -188,10 +192,23 @@ def _mse_ranges(
         if tensor in extreme:
             continue
         hist, edges, tmin, tmax = entry[0], entry[1], float(entry[2]), float(entry[3])
-        a, b = mse_range(np.asarray(hist), np.asarray(edges), cfg.symmetric_activations)
+        a, b = mse_range(np.asarray(hist), np.asarray(edges), activations_symmetric(cfg))
         a, b = max(a, min(tmin, 0.0)), min(b, max(tmax, 0.0))  # never wider than what was seen
         out[tensor] = [{"rmin": np.float32(a), "rmax": np.float32(b)}]
     return out
+
+
+def activations_symmetric(cfg: StaticQuantConfig) -> bool:
+    """Whether activations get zero point 0: ``cfg.symmetric_activations``, or else the engine's default.
+
+    NNCF's defaults are its own: the 'performance' preset (symmetric) for CNNs, 'mixed' (asymmetric
+    activations) for Transformers. Symmetric is also what OpenVINO's CPU INT8 convolutions run fastest: a
+    u8 input with a zero point makes oneDNN compensate it, which costs most where a convolution has few input
+    channels and padding (resnet8's first convolution: 31 vs 19 us per call on an AMX Xeon, docs/pruning.md).
+    """
+    if cfg.symmetric_activations is not None:
+        return cfg.symmetric_activations
+    return cfg.engine == "nncf" and cfg.model_type != "transformer"
 
 
 def preprocess_for_quantization(src: Path, dst: Path) -> dict[str, Any]:
@@ -236,7 +253,7 @@ def _ort_quantize(src: Path, dst: Path, cfg: StaticQuantConfig, ctx: StageContex
         tensor_overrides.update(_mse_ranges(Path(model_in), inputs, names, cfg, dst.parent))
     tensor_overrides.update(resolved.tensor_overrides)
     extra: dict[str, Any] = {
-        "ActivationSymmetric": cfg.symmetric_activations,
+        "ActivationSymmetric": activations_symmetric(cfg),
         "WeightSymmetric": cfg.symmetric_weights,
     }
     if tensor_overrides:
@@ -291,7 +308,7 @@ def _nncf_quantize(src: Path, dst: Path, cfg: StaticQuantConfig, ctx: StageConte
     model = onnx.load(str(src))
     resolved = resolve_overrides(src, cfg.overrides)
     exclude = list(dict.fromkeys([*cfg.exclude, *resolved.exclude]))
-    preset = nncf.QuantizationPreset.PERFORMANCE if cfg.symmetric_activations else nncf.QuantizationPreset.MIXED
+    preset = nncf.QuantizationPreset.PERFORMANCE if activations_symmetric(cfg) else nncf.QuantizationPreset.MIXED
     kwargs: dict[str, Any] = {"subset_size": n, "preset": preset}
     if exclude:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=exclude)
@@ -343,7 +360,7 @@ class StaticQuantize(Stage):
                 "per_channel": cfg.per_channel,
                 "activation_type": cfg.activation_type,
                 "weight_type": cfg.weight_type,
-                "symmetric_activations": cfg.symmetric_activations,
+                "symmetric_activations": activations_symmetric(cfg),
                 "seconds": round(time.perf_counter() - start, 3),
                 "size_bytes": dst.stat().st_size,
             }

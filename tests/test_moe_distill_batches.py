@@ -69,3 +69,25 @@ def test_teacher_outputs_once_match_per_batch_outputs() -> None:
             return self.emb(ids) * mask.unsqueeze(-1)
 
     assert _teacher_outputs(PerToken().eval(), data, batch_args, lens) is None  # length follows the trimming
+
+
+def test_distill_without_dropout_trains_the_student_in_eval_mode() -> None:
+    from effdl.compress.moe import DistillConfig, distill
+    from effdl.tasks import get_task
+    from effdl.zoo.transformer import EncoderClassifier
+
+    task = get_task("seq_majority", n_train=64, length=16)
+    cfg = {"vocab_size": 16, "dim": 16, "depth": 1, "heads": 2, "num_classes": 4, "max_len": 16}
+    teacher = EncoderClassifier(**cfg).eval()
+    for dropout in (True, False):
+        student = EncoderClassifier(**cfg, dropout=0.5)
+        student.load_state_dict(teacher.state_dict())
+        modes: list[bool] = []
+        for m in student.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.register_forward_pre_hook(lambda mod, _a, modes=modes: modes.append(mod.training))
+        before = [p.detach().clone() for p in student.parameters()]
+        distill(student, teacher, task, DistillConfig(epochs=1, batch_size=32, dropout=dropout))
+        assert modes and set(modes) == {dropout}
+        assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))  # it trained
+        assert not student.training  # handed back in eval mode either way

@@ -236,6 +236,12 @@ class DistillConfig(StageConfig):
         "teacher's outputs (e.g. 1 - cosine for sentence embeddings); auto: logits when the train split has "
         "labels, else outputs.",
     )
+    dropout: bool = Field(
+        True,
+        description="Train the student with its dropout (train mode). false: the student trains in eval mode, "
+        "no dropout anywhere (BatchNorm keeps its running statistics); matching a deterministic teacher "
+        "converges faster so (MoEfied MiniLM: held-out cosine 0.908 vs 0.899 after one epoch).",
+    )
 
 
 def _trim_padding(args: list[Any], names: tuple[str, ...]) -> list[Any]:
@@ -387,7 +393,7 @@ def distill(
                 else:
                     with torch.no_grad():
                         t_out = teacher(*args)
-                student.train()
+                student.train(cfg.dropout)
                 s_out = student(*args)
                 s_logits = s_out[0] if isinstance(s_out, tuple | list) else s_out
                 t_logits = t_out[0] if isinstance(t_out, tuple | list) else t_out

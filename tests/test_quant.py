@@ -232,3 +232,13 @@ def test_weight_only_nncf_leaves_convolutions_alone(tmp_path: Path, resnet) -> N
     assert dq_out and fed <= {"Gemm", "MatMul", "Transpose"}
     _close(resnet[0], q, resnet[1], 0.05)
     _close(resnet[0], q, resnet[1], 0.05, backend="ov")
+
+
+def test_onnx_stages_refuse_a_torch_model_by_name(tmp_path: Path) -> None:
+    onnx_stages = [n for n in STAGES.names() if STAGES.get(n).kind == "onnx"]
+    assert {"quantize", "quantize-dynamic", "quantize-weights", "convert-fp16", "moe-quantize"} <= set(onnx_stages)
+    torch_model = ModelArtifact("fp32", "torch", module=torch.nn.Linear(2, 2))
+    for name in onnx_stages:
+        cls = STAGES.get(name)
+        with pytest.raises(InputError, match=f"^{name} works on an ONNX model; it must come after export"):
+            cls(cls.Config()).apply(torch_model, StageContext(get_task("digits", size=8), tmp_path), "x")

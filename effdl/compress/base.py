@@ -71,3 +71,14 @@ class Stage(ABC):
         Torch stages must not modify ``model.module`` in place (it may be the teacher): copy it first.
         The pipeline itself records, after each torch stage, the held-out metric, parameters and MACs.
         """
+
+    def onnx_input(self, model: ModelArtifact) -> Path:
+        """The ONNX file an ONNX stage works on; a clear error when the stage was put before the export."""
+        from effdl.errors import InputError
+
+        if model.kind != "onnx" or model.path is None:
+            raise InputError(
+                f"{self.name} works on an ONNX model; it must come after export",
+                "in the recipe, put torch stages (pruning, distillation, QAT, MoE slimming) before ONNX stages",
+            )
+        return model.path

@@ -52,8 +52,7 @@ class DynamicQuantize(Stage):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         cfg: DynamicQuantConfig = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("quantize-dynamic works on an ONNX model; it must come after export")
+        self.onnx_input(model)
         if any(o.per_channel is not None for o in cfg.overrides):
             raise InputError("quantize-dynamic: overrides support `action` only (per_channel is a static option)")
         start = time.perf_counter()

@@ -16,7 +16,6 @@ from pydantic import Field
 
 from effdl.compress import register_stage
 from effdl.compress.base import ModelArtifact, Stage, StageConfig, StageContext
-from effdl.errors import InputError
 
 
 class Fp16Config(StageConfig):
@@ -42,8 +41,7 @@ class ConvertFp16(Stage):
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
         cfg: Fp16Config = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("convert-fp16 works on an ONNX model; it must come after export")
+        self.onnx_input(model)
         start = time.perf_counter()
         dst = ctx.workdir / f"{output}.onnx"
         block = cfg.op_block_list if cfg.op_block_list is not None else list(DEFAULT_OP_BLOCK_LIST)

@@ -141,8 +141,7 @@ class MoEQuantize(Stage):
         import onnx
 
         cfg: MoEQuantConfig = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("moe-quantize is an ONNX stage; it needs an exported model")
+        self.onnx_input(model)
         start = time.perf_counter()
         proto = onnx.load(str(model.path))
         matmuls = gemm_experts_to_matmul(proto)

@@ -345,8 +345,7 @@ class StaticQuantize(Stage):
 
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
         cfg: StaticQuantConfig = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("quantize works on an ONNX model; it must come after export")
+        self.onnx_input(model)
         dst = ctx.workdir / f"{output}.onnx"
         start = time.perf_counter()
         ctx.say(f"quantize: {cfg.engine}, {cfg.calibration} calibration on {cfg.samples} samples")

@@ -327,8 +327,7 @@ class AutoQuantize(Stage):
         from effdl.compress.quantize import preprocess_for_quantization
 
         cfg: AutoQuantConfig = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("quantize-auto works on an ONNX model; it must come after export")
+        self.onnx_input(model)
         start = time.perf_counter()
         work = ctx.workdir / f".{output}-search"
         work.mkdir(parents=True, exist_ok=True)

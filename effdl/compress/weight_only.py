@@ -142,8 +142,7 @@ class WeightOnlyQuantize(Stage):
 
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
         cfg: WeightOnlyConfig = self.config  # type: ignore[assignment]
-        if model.kind != "onnx" or model.path is None:
-            raise InputError("quantize-weights works on an ONNX model; it must come after export")
+        self.onnx_input(model)
         if any(o.per_channel is not None for o in cfg.overrides):
             raise InputError("quantize-weights: overrides support `action` only; use group_size for granularity")
         start = time.perf_counter()

@@ -31,7 +31,6 @@ from effdl.compress.finetune import FinetuneConfig, copy_module, finetune, heldo
 from effdl.errors import InputError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
@@ -77,14 +76,6 @@ class DepthConfig(StageConfig):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Fine-tuning after the removal.")
 
 
-def _outputs(module: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    with torch.no_grad():
-        out = module(*inputs)
-    return (out[0] if isinstance(out, tuple | list) else out).float()
-
-
 @register_stage
 class PruneDepth(Stage):
     """Removal of whole residual blocks (depth pruning), ranked by output reconstruction, with fine-tuning."""
@@ -96,7 +87,9 @@ class PruneDepth(Stage):
     summary: ClassVar[str] = "depth pruning: removes whole residual blocks, fine-tuned"
 
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
-        import torch
+        import numpy as np
+
+        from effdl.export import torch_outputs
 
         cfg: DepthConfig = self.config  # type: ignore[assignment]
         for p in cfg.only:
@@ -115,10 +108,13 @@ class PruneDepth(Stage):
             )
         task = ctx.task
         data = task.split("calibration").take(cfg.calibration_samples)
-        inputs = [torch.from_numpy(data.inputs[n]) for n in task.input_names]
         module.eval()
-        reference = _outputs(module, inputs)
-        norm = float(reference.pow(2).mean()) or 1.0
+        reference = torch_outputs(module, task, data.inputs)[0].astype(np.float64)
+        norm = float(np.mean(reference**2)) or 1.0
+
+        def change() -> float:  # relative squared error of the first output against the unpruned model's
+            return round(float(np.mean((torch_outputs(module, task, data.inputs)[0] - reference) ** 2)) / norm, 6)
+
         macs0, params0 = macs_of(module, task), param_count(module)
         metric0 = heldout_metric(module, task)
         removed: list[dict[str, Any]] = []
@@ -129,7 +125,7 @@ class PruneDepth(Stage):
             else:
                 for name in candidates:
                     block = _replace(module, name, _skip_module(module.get_submodule(name)))
-                    scores[name] = round(float((_outputs(module, inputs) - reference).pow(2).mean()) / norm, 6)
+                    scores[name] = change()
                     _replace(module, name, block)
                 choice = min(scores, key=scores.__getitem__)
             _replace(module, choice, _skip_module(module.get_submodule(choice)))

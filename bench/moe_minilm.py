@@ -26,14 +26,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DATA = {"calibration_split": "train", "calibration_samples": 1000}
-#: The distillation fine-tune: 8 passes over the train split, which --train-sentences (default 12000) extends
-#: with every standard-library module's prose (the ~360 pair sentences alone stopped at cosine 0.86).
-FT = {"epochs": 8.0, "lr": 2e-4, "batch_size": 32}
+#: The distillation fine-tune: passes over the train split, which --train-sentences (default 12000) extends
+#: with every standard-library module's prose (the ~360 pair sentences alone stopped at cosine 0.86). FT8 is the
+#: earlier setting (batches of 32, dropout on); FT16 trains without dropout on batches of 16, which after one
+#: epoch scored 0.916 against FT8's 0.899 (dropout off alone 0.908, lr 5e-4 0.906, lr 1e-3 0.906).
+FT8 = {"epochs": 8.0, "lr": 2e-4, "batch_size": 32}
+FT16 = {"epochs": 16.0, "lr": 2e-4, "batch_size": 16, "dropout": False}
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmeans-centroid": {},
     "kmeans-mlp": {"router": "mlp", **DATA},
     "coact-mlp": {"router": "mlp", "clustering": "coactivation", **DATA},
-    "kmeans-mlp-ft8": {"router": "mlp", **DATA, "finetune": FT},
+    "kmeans-mlp-ft8": {"router": "mlp", **DATA, "finetune": FT8},
+    "kmeans-mlp-ft16": {"router": "mlp", **DATA, "finetune": FT16},
 }
 SCATTER = "kmeans-mlp"  # also exported with the scatter dispatch, to time the two formulations
 MARKER = "<!-- bench/moe_minilm.py results -->"
@@ -88,7 +92,7 @@ def main() -> int:
         help="ONNX Runtime intra-op threads to time with, one setting after another (0: ONNX Runtime's default)",
     )
     ap.add_argument("--build-only", action="store_true", help="build and cache the variants, measure nothing")
-    ap.add_argument("--headline", default="kmeans-mlp-ft8", help="the MoEfied variant timed (FP32 and INT8)")
+    ap.add_argument("--headline", default="kmeans-mlp-ft16", help="the MoEfied variant timed (FP32 and INT8)")
     ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")
     args = ap.parse_args()
     timed = ["dense", "dense-int8", args.headline, f"{args.headline}-int8", f"{SCATTER}-scatter"]

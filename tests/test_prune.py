@@ -285,9 +285,9 @@ def test_depth_resnet_removes_the_least_harmful_block_and_exports(resnet: tuple,
 
     model, task = resnet
     assert residual_blocks(model) == ["layers.0", "layers.1", "layers.2"]
-    pruned, d = _run("prune-depth", {"blocks": 2, "finetune": FT}, model, task, tmp_path)
+    pruned, d = _run("prune-depth", {"blocks": 2, "ranking": "reconstruction", "finetune": FT}, model, task, tmp_path)
     first, second = d["removed"]
-    assert first["relative_error"] == min(first["scores"].values()) and len(first["scores"]) == 3
+    assert first["score"] == min(first["scores"].values()) and len(first["scores"]) == 3
     assert len(second["scores"]) == 2 and first["block"] not in second["scores"]
     skipped = [n for n, m in pruned.named_modules() if isinstance(m, SkippedBlock)]
     assert sorted(skipped) == sorted([first["block"], second["block"]])
@@ -310,9 +310,10 @@ def test_depth_then_structured_bert(tmp_path: Path) -> None:
     task = get_task("seq_majority", n_train=1000, length=16)
     finetune(model, task, FinetuneConfig(max_steps=25, lr=3e-3))
     model.eval()
-    depth, d = _run("prune-depth", {"blocks": 1, "finetune": FT}, model, task, tmp_path)
-    (removed,) = d["removed"]
-    assert set(removed["scores"]) == {"blocks.0", "blocks.1"} and removed["relative_error"] > 0
+    depth, d = _run("prune-depth", {"blocks": 1, "probe_steps": 3, "finetune": FT}, model, task, tmp_path)
+    (removed,) = d["removed"]  # ranked by the calibration loss after a probe fine-tune of each candidate
+    assert set(removed["scores"]) == {"blocks.0", "blocks.1"} and removed["score"] == min(removed["scores"].values())
+    assert "probe" in d["method"] and d["score"].startswith("task loss")
     kept = depth.blocks[1 - int(removed["block"][-1])]
     x = torch.randn(2, 17, model.head.in_features)
     assert torch.equal(depth.get_submodule(removed["block"])(x), x)
@@ -332,3 +333,17 @@ def test_depth_errors(resnet: tuple, tmp_path: Path) -> None:
         _run("prune-depth", {"only": ["("]}, model, task, tmp_path)
     with pytest.raises(InputError, match="none"):
         _run("prune-depth", {"only": ["nothing"]}, model, task, tmp_path)
+
+
+def test_depth_per_mac_prefers_the_expensive_block(resnet: tuple, tmp_path: Path) -> None:
+    model, task = resnet
+    _, d = _run("prune-depth", {"ranking": "reconstruction", "per_mac": True, "finetune": FT}, model, task, tmp_path)
+    (removed,) = d["removed"]
+    ratios = {n: v["score_per_mmac"] for n, v in removed["per_mac"].items()}
+    assert removed["block"] == min(ratios, key=ratios.__getitem__)
+    saved = {n: v["saved_macs"] for n, v in removed["per_mac"].items()}
+    assert set(saved) == {"layers.0", "layers.1", "layers.2"} and min(saved.values()) > 0
+    assert saved["layers.0"] > saved["layers.2"]  # the full-resolution block holds the most MACs
+    assert d["macs_before"] - d["macs_after"] == saved[removed["block"]]
+    block = removed["block"]
+    assert ratios[block] == pytest.approx(1e6 * removed["scores"][block] / saved[block], rel=1e-3)

@@ -9,10 +9,14 @@ observation behind depth pruning of Transformers (Kim et al. 2024, "Shortened LL
 
 A removable block is a residual block whose output is its input plus a branch: the zoo's ``BasicBlock``
 (ResNets; a block with a projection shortcut becomes ``ReLU(shortcut(x))``, its branch is dropped) and the
-zoo's Transformer ``Block`` (becomes the identity). Blocks are removed greedily: each round bypasses every
-remaining candidate in turn and drops the one whose removal changes the model's outputs least (relative
-squared error against the unpruned model on calibration samples, the reconstruction criterion of
-MoE expert pruning and of block-influence ranking), then the model is fine-tuned on the task.
+zoo's Transformer ``Block`` (becomes the identity). Blocks are removed greedily, one per round, then the
+model is fine-tuned on the task. The default ranking removes each remaining candidate in turn from a copy,
+fine-tunes the copy briefly (``probe_steps``) and keeps the removal with the lowest task loss on calibration
+samples: one-shot criteria (the ``reconstruction`` ranking: the relative squared output change, as in
+block-influence ranking) mis-rank blocks whose work the next block easily takes over. On the default
+resnet8 the full-resolution first block changes the outputs most when bypassed (relative error 1.0 vs
+0.45 for the last block) yet, removed and fine-tuned, costs less accuracy (99.0% vs 98.4% after the full
+recipe) and saves more time.
 
 No library does this for arbitrary torch modules (torch-pruning removes channels, not blocks), hence the
 few lines here.
@@ -67,13 +71,30 @@ class DepthConfig(StageConfig):
     only: list[str] = Field(
         default_factory=list, description="Regexes: only blocks whose module name matches one are candidates."
     )
-    ranking: Literal["reconstruction", "last"] = Field(
-        "reconstruction",
-        description="reconstruction: greedily drop the block whose removal changes the outputs least on "
-        "calibration samples; last: drop the last candidates (a fixed choice, for comparison).",
+    ranking: Literal["finetuned", "reconstruction", "last"] = Field(
+        "finetuned",
+        description="finetuned: greedily drop the block after whose removal and a short probe fine-tune "
+        "(probe_steps) the calibration loss is lowest; reconstruction: the block whose removal changes the "
+        "outputs least, without training; last: the last candidates (a fixed choice, for comparison).",
+    )
+    probe_steps: int = Field(50, ge=1, description="Fine-tuning steps of each candidate's probe (ranking finetuned).")
+    per_mac: bool = Field(
+        False,
+        description="Rank by score increase per MAC the removal saves (benefit / cost) instead of by score alone: "
+        "prefers removing expensive blocks, e.g. a ResNet's full-resolution stage.",
     )
     calibration_samples: int = Field(200, ge=1, description="Calibration samples scoring each removal.")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Fine-tuning after the removal.")
+
+
+def _calibration_loss(module: nn.Module, task: Any, data: Any) -> float:
+    """The task loss of ``module`` on a labelled split."""
+    import torch
+
+    from effdl.export import torch_outputs
+
+    out = torch.from_numpy(torch_outputs(module, task, data.inputs)[0])
+    return round(float(task.loss(out, torch.from_numpy(data.targets))), 6)
 
 
 @register_stage
@@ -87,6 +108,8 @@ class PruneDepth(Stage):
     summary: ClassVar[str] = "depth pruning: removes whole residual blocks, fine-tuned"
 
     def apply(self, model: ModelArtifact, ctx: StageContext, output: str) -> tuple[ModelArtifact, dict[str, Any]]:
+        import copy
+
         import numpy as np
 
         from effdl.export import torch_outputs
@@ -112,25 +135,62 @@ class PruneDepth(Stage):
         reference = torch_outputs(module, task, data.inputs)[0].astype(np.float64)
         norm = float(np.mean(reference**2)) or 1.0
 
-        def change() -> float:  # relative squared error of the first output against the unpruned model's
-            return round(float(np.mean((torch_outputs(module, task, data.inputs)[0] - reference) ** 2)) / norm, 6)
+        def change(m: nn.Module = module) -> float:  # relative squared error of the output vs the unpruned model's
+            return round(float(np.mean((torch_outputs(m, task, data.inputs)[0] - reference) ** 2)) / norm, 6)
+
+        def probe(name: str) -> float:
+            """Calibration loss (or, without labels, output change) after removing ``name`` and a short fine-tune."""
+            trial = copy.deepcopy(module)
+            _replace(trial, name, _skip_module(trial.get_submodule(name)))
+            probe_cfg = cfg.finetune.model_copy(update={"epochs": 1.0, "max_steps": cfg.probe_steps})
+            finetune(trial, task, probe_cfg, seed=ctx.seed)
+            if data.targets is None:
+                return change(trial)
+            return _calibration_loss(trial, task, data)
 
         macs0, params0 = macs_of(module, task), param_count(module)
         metric0 = heldout_metric(module, task)
         removed: list[dict[str, Any]] = []
+        per_mac: dict[int, dict[str, Any]] = {}
+        if cfg.per_mac and macs0 is None:
+            raise InputError("prune-depth: per_mac needs MACs, but torch's FLOP counter cannot run this model")
+        base_score = 0.0  # the unpruned model's score: what each removal's score increase is measured from
+        if cfg.per_mac and cfg.ranking == "finetuned" and data.targets is not None:
+            base_score = _calibration_loss(module, task, data)
+        macs_now = macs0
+
+        def saved_macs(name: str) -> int:
+            trial = copy.deepcopy(module)
+            _replace(trial, name, _skip_module(trial.get_submodule(name)))
+            return max(1, (macs_now or 0) - (macs_of(trial, task) or 0))
+
         for round_ in range(cfg.blocks):
             scores: dict[str, float] = {}
             if cfg.ranking == "last":
                 choice = candidates[-1]
             else:
                 for name in candidates:
-                    block = _replace(module, name, _skip_module(module.get_submodule(name)))
-                    scores[name] = change()
-                    _replace(module, name, block)
-                choice = min(scores, key=scores.__getitem__)
+                    if cfg.ranking == "finetuned":
+                        scores[name] = probe(name)
+                    else:
+                        block = _replace(module, name, _skip_module(module.get_submodule(name)))
+                        scores[name] = change()
+                        _replace(module, name, block)
+                if cfg.per_mac:
+                    cost = {n: saved_macs(n) for n in candidates}
+                    ranked = {n: (scores[n] - base_score) / cost[n] for n in candidates}
+                    per_mac[round_] = {
+                        n: {"saved_macs": cost[n], "score_per_mmac": round(1e6 * v, 6)} for n, v in ranked.items()
+                    }
+                    choice = min(ranked, key=ranked.__getitem__)
+                else:
+                    choice = min(scores, key=scores.__getitem__)
             _replace(module, choice, _skip_module(module.get_submodule(choice)))
             candidates.remove(choice)
-            removed.append({"block": choice, "relative_error": scores.get(choice), "scores": scores})
+            macs_now = macs_of(module, task)
+            removed.append(
+                {"block": choice, "score": scores.get(choice), "scores": scores, "per_mac": per_mac.get(round_)}
+            )
             ctx.say(f"prune-depth: removed {choice} (round {round_ + 1}/{cfg.blocks})")
         metric_removed = heldout_metric(module, task)
         ctx.say(f"prune-depth: fine-tuning without {', '.join(r['block'] for r in removed)}")
@@ -142,7 +202,15 @@ class PruneDepth(Stage):
                 + (f" ({macs1 / macs0:.0%})" if macs0 and macs1 else "")
                 + f", params {params0:,} -> {param_count(module):,}"
             ),
-            "method": f"greedy block removal, {cfg.ranking} ranking on {len(data)} calibration samples",
+            "method": f"greedy block removal, {cfg.ranking} ranking on {len(data)} calibration samples"
+            + (f" ({cfg.probe_steps} probe fine-tuning steps per candidate)" if cfg.ranking == "finetuned" else "")
+            + (", per MAC saved" if cfg.per_mac else ""),
+            "score": {
+                "finetuned": "task loss on the calibration samples after the removal and the probe fine-tune "
+                "(relative squared output error where the task has no labels)",
+                "reconstruction": "relative squared error of the output against the unpruned model's",
+                "last": None,
+            }[cfg.ranking],
             "removed": removed,
             "macs_before": macs0,
             "macs_after": macs1,

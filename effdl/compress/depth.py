@@ -77,7 +77,9 @@ class DepthConfig(StageConfig):
         "(probe_steps) the calibration loss is lowest; reconstruction: the block whose removal changes the "
         "outputs least, without training; last: the last candidates (a fixed choice, for comparison).",
     )
-    probe_steps: int = Field(50, ge=1, description="Fine-tuning steps of each candidate's probe (ranking finetuned).")
+    probe_steps: int = Field(
+        50, ge=1, description="Fine-tuning steps of each candidate's probe (ranking finetuned), one epoch at most."
+    )
     per_mac: bool = Field(
         False,
         description="Rank by score increase per MAC the removal saves (benefit / cost) instead of by score alone: "
@@ -99,7 +101,7 @@ def _calibration_loss(module: nn.Module, task: Any, data: Any) -> float:
 
 @register_stage
 class PruneDepth(Stage):
-    """Removal of whole residual blocks (depth pruning), ranked by output reconstruction, with fine-tuning."""
+    """Removal of whole residual blocks (depth pruning), ranked by a probe fine-tune or the output change."""
 
     name: ClassVar[str] = "prune-depth"
     kind: ClassVar[Literal["torch", "onnx"]] = "torch"
@@ -138,10 +140,15 @@ class PruneDepth(Stage):
         def change(m: nn.Module = module) -> float:  # relative squared error of the output vs the unpruned model's
             return round(float(np.mean((torch_outputs(m, task, data.inputs)[0] - reference) ** 2)) / norm, 6)
 
-        def probe(name: str) -> float:
-            """Calibration loss (or, without labels, output change) after removing ``name`` and a short fine-tune."""
+        def without(name: str) -> nn.Module:
+            """A copy of the current model with block ``name`` removed."""
             trial = copy.deepcopy(module)
             _replace(trial, name, _skip_module(trial.get_submodule(name)))
+            return trial
+
+        def probe(name: str) -> float:
+            """Calibration loss (or, without labels, output change) after removing ``name`` and a short fine-tune."""
+            trial = without(name)
             probe_cfg = cfg.finetune.model_copy(update={"epochs": 1.0, "max_steps": cfg.probe_steps})
             finetune(trial, task, probe_cfg, seed=ctx.seed)
             if data.targets is None:
@@ -160,9 +167,7 @@ class PruneDepth(Stage):
         macs_now = macs0
 
         def saved_macs(name: str) -> int:
-            trial = copy.deepcopy(module)
-            _replace(trial, name, _skip_module(trial.get_submodule(name)))
-            return max(1, (macs_now or 0) - (macs_of(trial, task) or 0))
+            return max(1, (macs_now or 0) - (macs_of(without(name), task) or 0))
 
         for round_ in range(cfg.blocks):
             scores: dict[str, float] = {}

@@ -32,6 +32,7 @@ from pydantic import Field
 from effdl.compress import register_stage
 from effdl.compress.base import ModelArtifact, Stage, StageConfig, StageContext
 from effdl.compress.finetune import FinetuneConfig, copy_module, finetune, heldout_metric, macs_of, param_count
+from effdl.compress.prune import _check_patterns
 from effdl.errors import InputError
 
 if TYPE_CHECKING:
@@ -117,11 +118,7 @@ class PruneDepth(Stage):
         from effdl.export import torch_outputs
 
         cfg: DepthConfig = self.config  # type: ignore[assignment]
-        for p in cfg.only:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise InputError(f"prune-depth.only: {p!r} is not a regular expression ({e})") from None
+        _check_patterns(cfg.only, "prune-depth.only")
         module = copy_module(model, self.name)
         candidates = [n for n in residual_blocks(module) if not cfg.only or any(re.search(p, n) for p in cfg.only)]
         if len(candidates) < cfg.blocks:

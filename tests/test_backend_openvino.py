@@ -73,3 +73,28 @@ def test_runner_reuses_its_input_tensors_across_shapes_and_copies_outputs(dynami
         np.testing.assert_array_equal(kept, returned)  # outputs are copies, not views of the request's memory
     x64 = rng.standard_normal((2, 8))
     np.testing.assert_allclose(run.run({"x": x64})[0], plain({"x": x64.astype(np.float32)})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_runner_reports_openvinos_own_latency_of_the_last_call(dynamic_onnx: Path, tmp_path: Path) -> None:
+    """``backend_latency_s`` is OpenVINO's own duration of this thread's last call: None before any call, then a
+    positive time below the Python wall time around that call; the fast path (OpenVINO's compiled ``infer``)
+    returns the same outputs as the public call."""
+    import time
+
+    import openvino as ov
+
+    backend = OpenVinoBackend()
+    compiled = backend.compile(dynamic_onnx, tmp_path, "dyn", {"inference_precision": "fp32"})
+    run = backend.load(tmp_path, compiled, threads=1)
+    assert run.backend_latency_s() is None
+    plain = ov.Core().compile_model(str(tmp_path / compiled.files[0]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
+    run.run({"x": x})  # first call: binds the request's tensors; later calls take the fast path
+    for _ in range(3):
+        t0 = time.perf_counter()
+        y = run.run({"x": x})
+        wall = time.perf_counter() - t0
+        own = run.backend_latency_s()
+        assert own is not None and 0 < own <= wall
+        np.testing.assert_allclose(y[0], plain({"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert "InferRequest.latency" in run.backend_latency_what

@@ -506,3 +506,32 @@ def test_energy_on_a_host_without_device_profiles(monkeypatch: pytest.MonkeyPatc
         assert "device profiles unavailable here" in why and "estimate" in why
     else:  # a readable sensor (RAPL as root on bare metal, NVML, Jetson rails)
         assert meter.name != "estimate"
+
+
+def test_worker_records_openvinos_own_latency_when_asked(package: Path, tmp_path: Path) -> None:
+    """A package's OpenVINO variant timed with ``backend_latency``: the record holds OpenVINO's own per-call
+    latency (p50 above zero and at most the perf_counter p50 of the same calls) and says how it was measured;
+    without the option the record has no such figure."""
+    pytest.importorskip("openvino")
+    from effdl.backends.openvino import OpenVinoBackend
+    from effdl.benchmark.worker import run_spec
+    from effdl.runtime.manifest import file_entry
+
+    compiled = OpenVinoBackend().compile(package / "models" / "fp32.onnx", package / "models", "ov-fp32", {})
+    manifest = json.loads((package / "manifest.json").read_text())
+    files = [f"models/{f}" for f in compiled.files]
+    manifest["variants"].append(
+        {"name": "openvino-fp32", "backend": "openvino", "model": "fp32", "precision": "fp32", "device": "cpu",
+         "files": files, "meta": compiled.meta, "accepted": True, "benchmark": None}
+    )  # fmt: skip
+    manifest["files"].update({f: file_entry(package, f) for f in files})
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.ones((1, 16), np.float32))
+    spec = {"kind": "package", "root": str(package), "variant": "openvino-fp32", "warmup": 3, "queries": 30,
+            "inputs_npz": str(npz), "input_names": ["x"], "threads": 1, "driver": "builtin"}  # fmt: skip
+    rec = run_spec({**spec, "backend_latency": True})
+    own = rec["backend_latency_ms"]
+    assert 0 < own["p50"] <= rec["latency_ms"]["p50"]
+    assert "InferRequest.latency" in own["method"] and "_backend_latencies" not in rec["runtime_info"]
+    assert "backend_latency_ms" not in run_spec(spec)

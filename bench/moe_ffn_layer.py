@@ -9,10 +9,13 @@ Why MoEfied INT8 is not faster than dense INT8 on ONNX Runtime with two threads:
   expert, as effdl's gather dispatch runs them);
 - ``batched``: the same experts as one batched MatMul over ``[8, capacity, 384]`` (Switch-style capacity:
   every expert padded to the same token count);
-- ``loop-nbits4`` / ``loop-nbits8``: the loop's experts as ORT ``MatMulNBits`` (``--nbits``).
+- ``loop-nbits4`` / ``loop-nbits8``: the loop's experts as ORT ``MatMulNBits`` (``--nbits``);
+- ``moefied-gather`` / ``moefied-split``: the dense FFN MoEfied by effdl (``moefy_mlp``: 8 experts of 192
+  neurons, top-2) with an MLP router (384 -> 128 -> 8, random: about even routing), routing included, in
+  the ``gather`` and ``split`` dispatches (expert Gemms rewritten to MatMul before INT8, as the bench does).
 
 Each session times 100 calls per round (median), rounds interleaved, best round shown, at 1 and 2
-intra-op threads. The routing itself (top-k, NonZero, the inverse permutation) is not in here.
+intra-op threads. Only the ``moefied-*`` rows include the routing (router, top-k, dispatch).
 
     python bench/moe_ffn_layer.py --capacity 32 [--nbits]
 """
@@ -21,9 +24,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 D, H, E, T = 384, 1536, 8, 128
 
@@ -45,13 +51,16 @@ def main() -> int:
     from torch import nn
     from torch.nn.functional import gelu
 
+    from effdl.compress.moe_moefy_nn import MLPRouter, moefy_mlp
+    from effdl.compress.moe_onnx import gemm_experts_to_matmul
+
     class Dense(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.fc1, self.fc2 = nn.Linear(D, H), nn.Linear(H, D)
+            self.fc1, self.act, self.fc2 = nn.Linear(D, H), nn.GELU(), nn.Linear(H, D)
 
         def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            return self.fc2(gelu(self.fc1(x)))
+            return self.fc2(self.act(self.fc1(x)))  # idx unused: the same inputs as the expert variants
 
     class Loop(nn.Module):
         def __init__(self) -> None:
@@ -78,9 +87,19 @@ def main() -> int:
     feeds = {"x": x.numpy(), "idx": idx.numpy()}
     work = Path(tempfile.mkdtemp(prefix="effdl-moe-ffn-"))
     paths: dict[str, Path] = {}
-    for name, module in {"dense": Dense(), "loop": Loop(), "batched": Batched()}.items():
+    dense = Dense().eval()
+    modules: dict[str, nn.Module] = {"dense": dense, "loop": Loop(), "batched": Batched()}
+    for dispatch in ("gather", "split"):
+        moe = moefy_mlp(dense, E, 2)
+        moe.router, moe.dispatch = MLPRouter(D, 128, E), dispatch
+        modules[f"moefied-{dispatch}"] = moe
+    for name, module in modules.items():
         fp32, int8 = work / f"{name}.onnx", work / f"{name}-int8.onnx"
-        torch.onnx.export(module.eval(), (x, idx), str(fp32), input_names=["x", "idx"], dynamo=False, opset_version=17)
+        args_in, names = ((x,), ["x"]) if name.startswith("moefied") else ((x, idx), ["x", "idx"])
+        torch.onnx.export(module.eval(), args_in, str(fp32), input_names=names, dynamo=False, opset_version=17)
+        proto = onnx.load(str(fp32))
+        gemm_experts_to_matmul(proto)
+        onnx.save(proto, str(fp32))
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         paths[name], paths[f"{name}-int8"] = fp32, int8
     if args.nbits:

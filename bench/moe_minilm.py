@@ -3,11 +3,14 @@
 Builds (or reuses, cached in ``--out``) MoEfied variants with the ``moefy`` stage: weight k-means or
 co-activation clustering, centroid or MLP router, and the distillation fine-tune towards the dense model's
 embeddings on the task's train split (``--train-sentences``: the pair sentences plus every standard-library
-module's prose). Each is exported to ONNX (TorchScript exporter, sparse gather dispatch), scored on ONNX
-Runtime against the dense FP32 model's embeddings on the 256 held-out sentences (mean cosine, and the task
-metric pair_top1), and the timed variants are timed on ONNX Runtime at batch 1, sequence length 128
-(held-out sentences padded to 128, as the task feeds them), each variant alone in a fresh process
-(effdl.benchmark.worker), with 1 intra-op thread and with ONNX Runtime's default (``--threads``). INT8: ORT
+module's prose); ``DERIVED`` variants start from a cached one and go through ``moe-slim`` (top-1 routing,
+distilled again from the dense model). Each is exported to ONNX (TorchScript exporter, gather dispatch),
+scored on ONNX Runtime against the dense FP32 model's embeddings on the 256 held-out sentences (mean
+cosine, and the task metric pair_top1); the ``--headline`` variants are exported again from their weights
+with ``--dispatch`` (and the first also with gather) and timed on ONNX Runtime at batch 1, sequence length
+128 (held-out sentences padded to 128, as the task feeds them), each variant alone in a fresh process
+(effdl.benchmark.worker), ``--rounds`` interleaved rounds, with 1 intra-op thread and with ONNX Runtime's
+default (``--threads``). INT8: ORT
 dynamic quantization of every MatMul, the same stage for the dense and the MoEfied model (the MoE's expert
 Gemms are first rewritten to MatMul so that they are eligible). Writes JSON and a section of docs/moe.md.
 
@@ -39,7 +42,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "kmeans-mlp-ft8": {"router": "mlp", **DATA, "finetune": FT8},
     "kmeans-mlp-ft16": {"router": "mlp", **DATA, "finetune": FT16},
 }
-SCATTER = "kmeans-mlp"  # also exported with the scatter dispatch, to time the two formulations
+#: Variants derived from a cached one by the moe-slim stage (distillation from the dense model): the ft16 model
+#: with each token routed to its single best expert (top-1: an eighth of the FFN per token), then fine-tuned.
+FT_TOP1 = {"epochs": 2.0, "lr": 1e-4, "batch_size": 16, "dropout": False}
+DERIVED: dict[str, dict[str, Any]] = {
+    "kmeans-mlp-ft16-top1": {"base": "kmeans-mlp-ft16", "slim": {"top_k": 1, "distill": FT_TOP1}},
+}
+SCATTER = "kmeans-mlp"  # also exported with the scatter dispatch, to time the formulations
 MARKER = "<!-- bench/moe_minilm.py results -->"
 END = "<!-- bench/moe.py results -->"
 
@@ -82,7 +91,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-moe-minilm"))
     ap.add_argument("--doc", type=Path, default=None, help="also write the Markdown section into this file")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {list(VARIANTS)}")
+    ap.add_argument("--variants", nargs="+", default=[*VARIANTS, *DERIVED], help=f"subset of {[*VARIANTS, *DERIVED]}")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (each variant a fresh process)")
+    ap.add_argument(
+        "--dispatch",
+        default="split",
+        choices=["gather", "split"],
+        help="sparse dispatch of the timed MoE variants (the gather export of the headline is timed too)",
+    )
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument(
         "--threads",
@@ -92,10 +108,18 @@ def main() -> int:
         help="ONNX Runtime intra-op threads to time with, one setting after another (0: ONNX Runtime's default)",
     )
     ap.add_argument("--build-only", action="store_true", help="build and cache the variants, measure nothing")
-    ap.add_argument("--headline", default="kmeans-mlp-ft16", help="the MoEfied variant timed (FP32 and INT8)")
+    ap.add_argument(
+        "--headline",
+        nargs="+",
+        default=["kmeans-mlp-ft16", "kmeans-mlp-ft16-top1"],
+        help="the MoEfied variants timed (FP32 and INT8)",
+    )
     ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")
     args = ap.parse_args()
-    timed = ["dense", "dense-int8", args.headline, f"{args.headline}-int8", f"{SCATTER}-scatter"]
+    timed = ["dense", "dense-int8"]
+    for h in args.headline:
+        timed += [f"{h}-{args.dispatch}", f"{h}-{args.dispatch}-int8"]
+    timed += [f"{args.headline[0]}-gather" if args.dispatch != "gather" else "", f"{SCATTER}-scatter"]
 
     import numpy as np
     import onnx
@@ -129,6 +153,24 @@ def main() -> int:
         export_onnx(dense, task, paths["dense"], export_cfg)
     built: dict[str, dict[str, Any]] = {}
     cls = STAGES.get("moefy")
+    from safetensors.torch import load_model, save_model
+
+    def rebuild(name: str) -> Any:
+        """A cached variant's torch model: the structure of a quick moefy of its configuration (no fine-tune,
+        a token router fit), a derived variant's top_k, then every weight from its safetensors (strict)."""
+        base = DERIVED[name]["base"] if name in DERIVED else name
+        quick = {**VARIANTS[base], "calibration_samples": 20, "router_epochs": 1, "eval_samples": 8}
+        quick.pop("finetune", None)
+        quick.pop("sparsity_finetune", None)
+        q_ctx = StageContext(task, out, teacher=dense)
+        src = ModelArtifact("fp32", "torch", module=dense)
+        module = cls(cls.Config.model_validate(quick)).apply(src, q_ctx, "fp32")[0].module
+        for m in module.modules():
+            if isinstance(m, MoEfiedMLP) and name in DERIVED:
+                m.top_k = DERIVED[name]["slim"].get("top_k", m.top_k)
+        load_model(module, str(out / f"{name}.safetensors"))
+        return module.eval()
+
     for name in args.variants:
         path, meta = out / f"{name}.onnx", out / f"{name}.json"
         paths[name] = path
@@ -137,12 +179,22 @@ def main() -> int:
             continue
         print(f"building {name}", flush=True)
         start = time.perf_counter()
-        art, details = cls(cls.Config.model_validate(VARIANTS[name])).apply(
-            ModelArtifact("fp32", "torch", module=dense), ctx, "fp32"
-        )
+        if name in DERIVED:  # moe-slim on the cached base, distilled from the dense model (ctx.teacher)
+            slim = STAGES.get("moe-slim")
+            src = ModelArtifact("fp32", "torch", module=rebuild(DERIVED[name]["base"]))
+            art, details = slim(slim.Config.model_validate(DERIVED[name]["slim"])).apply(src, ctx, "fp32")
+            with torch.inference_mode():
+                ref_h = torch_outputs(dense, task, held.inputs)
+                details["heldout"] = {
+                    "dense": task.agreement(ref_h, ref_h),
+                    "base": task.agreement(ref_h, torch_outputs(src.module, task, held.inputs)),
+                    "slimmed": task.agreement(ref_h, torch_outputs(art.module, task, held.inputs)),
+                }
+        else:
+            art, details = cls(cls.Config.model_validate(VARIANTS[name])).apply(
+                ModelArtifact("fp32", "torch", module=dense), ctx, "fp32"
+            )
         details["stage_seconds"] = round(time.perf_counter() - start, 1)
-        from safetensors.torch import save_model
-
         save_model(art.module, str(out / f"{name}.safetensors"))  # the weights, should a re-export be needed
         export_onnx(art.module, task, path, export_cfg)
         details["export_max_abs_error"] = check_export(art.module, task, path, export_cfg)["max_abs_error"]
@@ -157,7 +209,20 @@ def main() -> int:
         del art
     if args.build_only:
         return 0
-    for name in ("dense", args.headline):
+    dispatches = [args.dispatch] + (["gather"] if args.dispatch != "gather" else [])
+    for h in args.headline:  # the timed MoE variants in the chosen dispatch (and the headline also as gather)
+        for disp in dispatches if h == args.headline[0] else [args.dispatch]:
+            dst = out / f"{h}-{disp}.onnx"
+            paths[f"{h}-{disp}"] = dst
+            if not dst.exists():
+                module = rebuild(h)
+                for m in module.modules():
+                    if isinstance(m, MoEfiedMLP):
+                        m.dispatch = disp
+                export_onnx(module, task, dst, export_cfg)
+                err = check_export(module, task, dst, export_cfg)["max_abs_error"]
+                built.setdefault(f"{h}-{disp}", {})["export_max_abs_error"] = err
+    for name in ["dense"] + [f"{h}-{args.dispatch}" for h in args.headline]:
         q = out / f"{name}-int8.onnx"
         paths[f"{name}-int8"] = q
         if not q.exists():
@@ -183,7 +248,9 @@ def main() -> int:
 
     npz = out / "inputs-b1.npz"
     np.savez(npz, **{k: v[:64] for k, v in held.inputs.items()})
-    for threads in args.threads:  # one setting after another; within a setting, each variant in a fresh process
+    # One thread setting after another; within a setting, --rounds interleaved rounds, each variant in a fresh
+    # process, so that a load change on the shared machine hits every variant alike; the lowest p50 is kept.
+    for threads, rnd in ((t, r) for t in args.threads for r in range(args.rounds)):
         for name in [n for n in timed if n in paths]:
             spec = {
                 "kind": "onnx",
@@ -199,12 +266,18 @@ def main() -> int:
                 "device": None,
             }
             res = run_isolated(spec, out)
-            lat = {k: res["latency_ms"][k] for k in ("p50", "p90", "mean") if k in res["latency_ms"]}
-            rows[name].setdefault("latency", {})[str(threads)] = lat
-            print(f"{name} ({threads or 'default'} threads): p50 {lat['p50']:.3f} ms", flush=True)
+            rounds = rows[name].setdefault("rounds_p50", {}).setdefault(str(threads), [])
+            rounds.append(res["latency_ms"]["p50"])
+            rows[name].setdefault("latency", {})[str(threads)] = {"p50": min(rounds)}
+            print(f"{name} ({threads or 'default'} threads) round {rnd + 1}: p50 {rounds[-1]:.3f} ms", flush=True)
     import os
 
-    result = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()}
+    result = {
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_average": os.getloadavg(),
+        "rounds": args.rounds,
+    }
     (out / "moe_minilm.json").write_text(json.dumps(result, indent=1, default=str))
     md = render(result)
     (out / "moe_minilm.md").write_text(md)
@@ -230,9 +303,12 @@ def render(result: dict[str, Any]) -> str:
         "Runtime embeddings of the 256 held-out sentences vs the dense FP32 torch model (mean cosine, worst "
         "cosine) and the task metric pair_top1 %. Latency: ONNX Runtime CPU, batch 1, sequence length 128 (held-out "
         "sentences padded to 128, as the task feeds them), p50 of the calls after 30 warm-up calls, each variant "
-        "alone in a fresh process, with 1 intra-op thread and with ONNX Runtime's default (one per core), one run "
-        f"(load average after the run: {la}). Speed-up: the dense model's p50 at the same precision and threads "
-        "over the variant's.",
+        "alone in a fresh process, with 1 intra-op thread and with ONNX Runtime's default (one per core), "
+        f"{result.get('rounds', 1)} interleaved round(s) per setting, the lowest p50 shown (load average after "
+        f"the run: {la}). Speed-up: the dense model's p50 at the same precision and threads over the variant's. "
+        "MoE variants named `-split` / `-gather` are the same weights exported with that sparse dispatch; "
+        "`-top1` is the ft16 model routed to one expert per token (`moe-slim` `top_k: 1`) and distilled again "
+        "from the dense model.",
         "",
     ]
     settings = sorted({t for r in rows.values() for t in r.get("latency", {})}, key=int)
@@ -263,16 +339,30 @@ def render(result: dict[str, Any]) -> str:
         if "heldout" not in d:
             continue
         steps = ", ".join(f"{k} {v.get('cosine', float('nan')):.4f}" for k, v in d["heldout"].items())
-        recall = [v["router"] for v in d["layers"].values()]
-        rc = np.mean([x.get("recall_mlp", x.get("recall_centroid")) for x in recall])
-        ft = d.get("finetune")
+        recall = [v["router"] for v in d["layers"].values() if "router" in v]
+        rc = (
+            f"; mean router recall {np.mean([x.get('recall_mlp', x.get('recall_centroid')) for x in recall]):.3f}"
+            if recall
+            else ""
+        )
+        ft = d.get("finetune") or d.get("distill")
         sf = d.get("sparsity_finetune")
         extra = f"; fine-tune {ft['steps']} steps {ft['seconds']} s" if ft else ""
         extra += f"; sparsity fine-tune {sf['steps']} steps {sf['seconds']} s" if sf else ""
-        lines.append(
-            f"- `{name}`: cosine {steps}; mean router recall {rc:.3f}; active fraction {d.get('active_fraction')}"
-            f"{extra}; stage {d.get('stage_seconds')} s."
-        )
+        if d.get("active_fraction"):
+            extra = f"; active fraction {d['active_fraction']}" + extra
+        if "moe_macs_per_token" in d:  # moe-slim
+            m = d["moe_macs_per_token"]
+            extra += f"; FFN MACs per token (router included) {m['before']:,.0f} -> {m['after']:,.0f}"
+        lines.append(f"- `{name}`: cosine {steps}{rc}{extra}; stage {d.get('stage_seconds')} s.")
+    timed = [(n, t, v) for n, r in rows.items() for t, v in r.get("rounds_p50", {}).items()]
+    if timed:
+        lines += ["", "Per-round p50 latencies (ms), in the order measured:", "", "```"]
+        lines += [
+            f"{n:>32} {'1 thread' if t == '1' else 'default':>8}: " + " ".join(f"{x:.2f}" for x in v)
+            for n, t, v in timed
+        ]
+        lines += ["```"]
     return "\n".join(lines) + "\n"
 
 

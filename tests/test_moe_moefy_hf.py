@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from testutil import tiny_bert_folder  # noqa: E402
+from testutil import experts_in_graph, tiny_bert_folder  # noqa: E402
 
 from effdl.compress import STAGES  # noqa: E402
 from effdl.compress.base import ModelArtifact, StageContext  # noqa: E402
@@ -57,12 +57,13 @@ def test_hf_bert_ffns_split_exactly_and_dispatches_agree(tiny_bert: Path) -> Non
     half = copy.deepcopy(model)
     for site in dense_ffns(half):
         site.install(moefy_mlp(site, 4, 2))
-    gather = torch_outputs(half, task, held.inputs)[0]
-    assert np.abs(gather - ref).max() > 1e-3  # two of four experts: an approximation
-    for m in half.modules():
-        if isinstance(m, MoEfiedMLP):
-            m.dispatch = "scatter"
-    np.testing.assert_allclose(torch_outputs(half, task, held.inputs)[0], gather, atol=1e-5)
+    split = torch_outputs(half, task, held.inputs)[0]  # the default dispatch
+    assert np.abs(split - ref).max() > 1e-3  # two of four experts: an approximation
+    for dispatch in ("gather", "scatter"):
+        for m in half.modules():
+            if isinstance(m, MoEfiedMLP):
+                m.dispatch = dispatch
+        np.testing.assert_allclose(torch_outputs(half, task, held.inputs)[0], split, atol=1e-5)
 
 
 def test_coactivation_partition_recovers_co_firing_groups() -> None:
@@ -133,8 +134,9 @@ def test_moefy_stage_on_hf_bert_with_every_option(tiny_bert: Path, tmp_path: Pat
     path = export_onnx(art.module, task, tmp_path / "m.onnx", cfg_x)
     assert check_export(art.module, task, path, cfg_x)["max_abs_error"] < 1e-4
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-    assert ops.count("NonZero") == 8 and "ScatterElements" not in ops  # 2 layers x 4 experts, gather dispatch
-    # ONNX Runtime and OpenVINO (FP32 pinned) run the gather dispatch like torch, every expert receiving tokens
+    assert ops.count("Split") == 2 and "ScatterElements" not in ops  # the split dispatch: one Split per layer
+    assert experts_in_graph(onnx.load(str(path))) == 8  # 2 layers x 4 experts
+    # ONNX Runtime and OpenVINO (FP32 pinned) run the split dispatch like torch, every expert receiving tokens
     import onnxruntime as ort
     import openvino as ov
 

@@ -53,3 +53,21 @@ def tiny_bert_folder(folder: Path) -> Path:
     )
     BertModel(cfg).save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+def experts_in_graph(proto: object) -> int:
+    """Experts of MoEfied layers present in an exported graph: each counted when its fc1 weight (an initializer
+    under its torch name) and its fc2 product (a node in its ``experts.N/fc2`` scope; fc2 has no bias, so the
+    exporter multiplies by a transposed, renamed copy of the weight) are both there."""
+    import re
+
+    graph = proto.graph  # type: ignore[attr-defined]
+    used = {i for n in graph.node for i in n.input}
+    fc1 = {
+        m.groups()
+        for i in graph.initializer
+        if i.name in used and (m := re.match(r"(.+)\.experts\.(\d+)\.fc1\.weight$", i.name))
+    }
+    fc2 = {m.groups() for n in graph.node if (m := re.match(r"/(.+)/experts\.(\d+)/fc2/", n.name))}
+    fc2 = {(layer.replace("/", "."), e) for layer, e in fc2}
+    return len(fc1 & fc2)

@@ -202,6 +202,10 @@ def layer_profile(layer: Any, x: Any) -> dict[str, Any]:
     router_params = sum(p.numel() for p in layer.router.parameters())
     e0 = layer.experts[0]
     macs_expert = e0.fc1.in_features * e0.fc1.out_features + e0.fc2.in_features * e0.fc2.out_features
+    # a linear router (zoo MoE) or an MLP one (moefy's): the multiply-accumulates of its Linear layers
+    from torch import nn
+
+    macs_router = sum(m.weight.numel() for m in layer.router.modules() if isinstance(m, nn.Linear))
     return {
         "experts": layer.num_experts,
         "top_k": layer.top_k,
@@ -211,7 +215,7 @@ def layer_profile(layer: Any, x: Any) -> dict[str, Any]:
         "experts_per_token": round(experts_per_token, 4),
         "parameters": router_params + sum(per_expert),
         "active_parameters_per_token": round(router_params + experts_per_token * mean_params, 1),
-        "macs_per_token": round(layer.router.in_features * layer.num_experts + experts_per_token * macs_expert, 1),
+        "macs_per_token": round(macs_router + experts_per_token * macs_expert, 1),
     }
 
 
@@ -488,7 +492,16 @@ class MoESlim(Stage):
         layers = _require_moe(student)
         inputs = capture_layer_inputs(student, ctx.task, cfg.calibration_samples)
         details: dict[str, Any] = {"layers": {}, "config": cfg.model_dump(exclude={"distill"})}
+        from torch import nn
+
         for name, layer in layers:
+            changes_experts = cfg.merge_to is not None or cfg.keep_experts is not None or cfg.keep_fraction is not None
+            if changes_experts and not isinstance(layer.router, nn.Linear):
+                raise InputError(
+                    f"moe-slim: pruning or merging experts rewrites the router's rows, and layer {name!r} has a "
+                    f"{type(layer.router).__name__} router, not a Linear one (moefy's `router: mlp`); "
+                    "top_k works on it, or MoEfy with `router: centroid`"
+                )
             rec: dict[str, Any] = {"before": layer_profile(layer, inputs[name])}
             x = inputs[name]
             if cfg.merge_to is not None and cfg.merge_to < layer.num_experts:

@@ -57,8 +57,8 @@ class MoefyConfig(StageConfig):
         "calibration", description="Split whose tokens drive co-activation clustering and router training."
     )
     calibration_samples: int | None = Field(200, ge=1, description="Samples of that split (None: all).")
-    dispatch: Literal["gather", "scatter"] = Field(
-        "gather", description="Sparse dispatch formulation of the MoE layers (see MoEfiedMLP)."
+    dispatch: Literal["gather", "split", "scatter"] = Field(
+        "split", description="Sparse dispatch formulation of the MoE layers (see MoEfiedMLP)."
     )
     eval_samples: int | None = Field(1000, ge=1, description="Held-out samples scoring each step (None: all).")
     sparsity_finetune: SparsityFinetuneConfig | None = Field(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,26 +25,54 @@ class _Expert(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class _SplitRows(torch.autograd.Function):
+    """Rows of ``x`` in consecutive chunks of ``sizes`` rows, exported as one ONNX ``Split`` whose ``split`` input
+    is computed at run time (torch's exporters would bake a traced ``sizes.tolist()`` into constants)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, sizes: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        with warnings.catch_warnings():  # the exporter records ``symbolic``, not this body: tolist() is not traced
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return tuple(torch.split(x, sizes.tolist()))
+
+    @staticmethod
+    def symbolic(g: object, x: Any, sizes: object, n: int) -> object:  # noqa: D102
+        outs = g.op("Split", x, sizes, axis_i=0, outputs=n)  # type: ignore[attr-defined]
+        # Each chunk is (rows, width) like x: with that rank known the experts' Linear layers export as Gemm on
+        # their own weight initializers (unknown rank: MatMul on a transposed copy, renamed onnx::MatMul_*).
+        width = x.type().varyingSizes()[-1]
+        for out in outs if n > 1 else (outs,):
+            out.setType(x.type().with_sizes([None, width]))
+        return outs
+
+
 class MoEfiedMLP(nn.Module):
     """A dense FFN split into neuron-cluster experts, routed top-k (weight 1 each) with sparse dispatch.
 
-    ``dispatch="gather"`` (default): the ``tokens x top_k`` assignments are grouped per expert (NonZero of
+    ``dispatch="gather"``: the ``tokens x top_k`` assignments are grouped per expert (NonZero of
     the assignments equal to the expert, Gather of their tokens), each expert runs on its rows, the
     outputs are concatenated and put back in assignment order by one Gather with the inverse permutation,
     then each token's ``top_k`` rows are summed. No scatter: ONNX Runtime's ScatterElements (what
     ``index_add`` exports to) copies the whole output and expands the indices per call, and costs more than
-    the experts at 128 tokens. ``dispatch="scatter"``: per expert NonZero, Gather, expert, ``index_add``
-    (the zoo MoE's formulation), kept for comparison. Both keep every expert in the exported graph.
+    the experts at 128 tokens. ``dispatch="split"`` (default): the assignments are sorted by expert once (argsort),
+    their tokens gathered once, and one ONNX ``Split`` whose sizes (tokens per expert) are computed at run
+    time cuts them into the experts' inputs; the outputs go back by the inverse permutation as in
+    ``gather``. Same result, a third fewer nodes (no NonZero / Gather per expert). ``dispatch="scatter"``:
+    per expert NonZero, Gather, expert, ``index_add`` (the zoo MoE's formulation), kept for comparison. All
+    three keep every expert in the exported graph.
     """
 
     def __init__(
-        self, experts: list[_Expert], router: nn.Module, bias: torch.Tensor, top_k: int, dispatch: str = "gather"
+        self, experts: list[_Expert], router: nn.Module, bias: torch.Tensor, top_k: int, dispatch: str = "split"
     ) -> None:
         super().__init__()
         self.experts = nn.ModuleList(experts)
         self.router = router
         self.bias = nn.Parameter(bias.detach().clone())
         self.num_experts, self.top_k = len(experts), top_k
+        self.dim = int(bias.shape[0])  # a Python int: a constant in the exported graph, not a Shape/Gather chain
+        if dispatch not in ("gather", "split", "scatter"):
+            raise InputError(f"MoEfiedMLP: dispatch {dispatch!r} is not one of gather, split, scatter")
         self.dispatch = dispatch
 
     def selected(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +85,7 @@ class MoEfiedMLP(nn.Module):
         return torch.zeros(*x.shape[:-1], self.num_experts, dtype=x.dtype).scatter(-1, sel, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        flat = x.reshape(-1, x.shape[-1])
+        flat = x.reshape(-1, self.dim)
         if self.dispatch == "scatter":
             weights = self.routing(flat)
             out = torch.zeros_like(flat)
@@ -65,6 +94,18 @@ class MoEfiedMLP(nn.Module):
                 out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
             return (out + self.bias).reshape(x.shape)
         assign = self.selected(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
+        if self.dispatch == "split":
+            order = torch.argsort(assign)  # assignments grouped by expert
+            sizes = (assign.unsqueeze(1) == torch.arange(self.num_experts, device=assign.device)).sum(0)
+            # order >= 0, so truncation is floor: one integer Div in ONNX (rounding_mode="floor" exports ~6 ops)
+            rows_in = flat.index_select(0, torch.div(order, self.top_k, rounding_mode="trunc"))
+            if torch.onnx.is_in_onnx_export():
+                chunks = _SplitRows.apply(rows_in, sizes, self.num_experts)
+            else:
+                chunks = torch.split(rows_in, sizes.tolist())
+            ys = torch.cat([expert(c) for expert, c in zip(self.experts, chunks, strict=True)])
+            out = ys.index_select(0, torch.argsort(order)).reshape(-1, self.top_k, self.dim).sum(1)
+            return (out + self.bias).reshape(x.shape)
         # row a of `rep` is token a // top_k: one Expand per layer instead of an integer division per expert
         rep = flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, flat.shape[-1])
         rows, outs = [], []

@@ -494,8 +494,8 @@ class MoESlim(Stage):
         details: dict[str, Any] = {"layers": {}, "config": cfg.model_dump(exclude={"distill"})}
         from torch import nn
 
+        changes_experts = cfg.merge_to is not None or cfg.keep_experts is not None or cfg.keep_fraction is not None
         for name, layer in layers:
-            changes_experts = cfg.merge_to is not None or cfg.keep_experts is not None or cfg.keep_fraction is not None
             if changes_experts and not isinstance(layer.router, nn.Linear):
                 raise InputError(
                     f"moe-slim: pruning or merging experts rewrites the router's rows, and layer {name!r} has a "

@@ -74,9 +74,9 @@ def ort_metric(path: Path, task: Any) -> float:
     import numpy as np
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from effdl.backends.onnxruntime import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     held = task.split("heldout")
     outs = [sess.run(None, {"tokens": f["tokens"]})[0] for f, _ in held.batches(200)]
     return float(task.score([np.concatenate(outs)], held.targets))

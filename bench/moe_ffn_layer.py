@@ -51,6 +51,7 @@ def main() -> int:
     from torch import nn
     from torch.nn.functional import gelu
 
+    from effdl.backends.onnxruntime import session_options
     from effdl.compress.moe_moefy_nn import MLPRouter, moefy_mlp
     from effdl.compress.moe_onnx import gemm_experts_to_matmul
 
@@ -111,9 +112,7 @@ def main() -> int:
     for threads in (1, 2):
         sessions = {}
         for name, path in paths.items():
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.log_severity_level = 3
+            so = session_options(threads)
             sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         best: dict[str, float] = {}
         for _ in range(args.rounds):

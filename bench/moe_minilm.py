@@ -58,9 +58,9 @@ def ort_outputs(path: Path, inputs: dict[str, Any]) -> Any:
     import numpy as np
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from effdl.backends.onnxruntime import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     n = len(next(iter(inputs.values())))
     return np.concatenate([sess.run(None, {k: v[i : i + 64] for k, v in inputs.items()})[0] for i in range(0, n, 64)])
 

@@ -129,9 +129,9 @@ def check_export(module: Any, task: Task, path: Path, config: ExportConfig | Non
     cfg = config or ExportConfig()
     held = task.split("heldout").take(cfg.check_samples)
     ref = torch_outputs(module, task, held.inputs)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from effdl.backends.onnxruntime import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     start = time.perf_counter()
     batch = 64 if cfg.dynamic_batch else 1
     outs: list[list[np.ndarray]] = []

@@ -222,7 +222,9 @@ def _run(
         else:
             import onnxruntime as ort
 
-            sess = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
+            from effdl.backends.onnxruntime import session_options
+
+            sess = ort.InferenceSession(str(loaded.onnx_path), session_options(), providers=["CPUExecutionProvider"])
             ref_outputs = _run_batches(_OrtAdapter(sess), held.inputs, task.input_names, 1)
             source["parameters"], source["macs"] = None, None
             ref_backend = "onnxruntime"

@@ -113,16 +113,16 @@ def _onnx_fn(spec: dict[str, Any], feed: dict[str, np.ndarray]) -> tuple[Infer, 
     if backend == "onnxruntime" and not spec.get("options"):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        if spec.get("threads"):
-            so.intra_op_num_threads = int(spec["threads"])
+        from effdl.backends.onnxruntime import denormals_note, session_options
+
+        so = session_options(spec.get("threads"))
         sess = ort.InferenceSession(spec["path"], so, providers=["CPUExecutionProvider"])
         run = sess.run
 
         def infer(f: Mapping[str, np.ndarray]) -> Any:
             return run(None, {n: f[n] for n in names})
 
-        return infer, {"backend": "onnxruntime", "version": ort.__version__}
+        return infer, {"backend": "onnxruntime", "version": ort.__version__, "denormals": denormals_note(True)}
     # any other backend: compile the ONNX file with effdl's backend class into a scratch folder, then load it
     import tempfile
 

@@ -45,9 +45,9 @@ class MoEQuantConfig(StageConfig):
 def _session(proto: Any) -> Any:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from effdl.backends.onnxruntime import session_options
+
+    return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
 def expert_usage(proto: Any, matmuls: list[str], task: Any, samples: int) -> dict[str, int]:

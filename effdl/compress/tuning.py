@@ -122,9 +122,9 @@ def _run_batches(sess: Any, inputs: dict[str, np.ndarray], names: list[str]) -> 
 def _ort_outputs(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from effdl.backends.onnxruntime import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     return _run_batches(sess, inputs, names)
 
 
@@ -189,10 +189,9 @@ def _time_here(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        sess = ort.InferenceSession(spec["path"], so, providers=["CPUExecutionProvider"])
+        from effdl.backends.onnxruntime import session_options
+
+        sess = ort.InferenceSession(spec["path"], session_options(threads), providers=["CPUExecutionProvider"])
 
         def fn() -> Any:
             return sess.run(None, feeds)

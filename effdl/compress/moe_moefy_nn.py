@@ -92,7 +92,7 @@ class MoEfiedMLP(nn.Module):
             for e, expert in enumerate(self.experts):
                 idx = torch.nonzero(weights[:, e] > 0).squeeze(-1)
                 out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
-            return (out + self.bias).reshape(x.shape)
+            return (out + self.bias).reshape_as(x)
         assign = self.selected(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
         if self.dispatch == "split":
             order = torch.argsort(assign)  # assignments grouped by expert
@@ -105,7 +105,7 @@ class MoEfiedMLP(nn.Module):
                 chunks = torch.split(rows_in, sizes.tolist())
             ys = torch.cat([expert(c) for expert, c in zip(self.experts, chunks, strict=True)])
             out = ys.index_select(0, torch.argsort(order)).reshape(-1, self.top_k, self.dim).sum(1)
-            return (out + self.bias).reshape(x.shape)
+            return (out + self.bias).reshape_as(x)
         # row a of `rep` is token a // top_k: one Expand per layer instead of an integer division per expert
         rep = flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, flat.shape[-1])
         rows, outs = [], []
@@ -115,7 +115,7 @@ class MoEfiedMLP(nn.Module):
             outs.append(expert(rep.index_select(0, idx)))
         inverse = torch.argsort(torch.cat(rows))
         out = torch.cat(outs).index_select(0, inverse).reshape(flat.shape[0], self.top_k, -1).sum(1)
-        return (out + self.bias).reshape(x.shape)
+        return (out + self.bias).reshape_as(x)
 
 
 def balanced_kmeans(vectors: np.ndarray, k: int, iters: int = 10, seed: int = 0) -> np.ndarray:

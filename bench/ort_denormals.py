@@ -12,7 +12,7 @@ denormal, and each denormal costs the CPU a microcode assist. This times, each s
 Median of 200 calls after 20 warm-up calls, at 1 and 2 intra-op threads; settings interleaved over
 ``--rounds`` rounds, lowest median kept. Prints a Markdown table (docs/runtime.md).
 
-    python bench/ort_denormals.py [--model runs/bench-moe-minilm/dense-int8.onnx --inputs runs/bench-moe-minilm/inputs-b1.npz]
+    python bench/ort_denormals.py [--model R/dense-int8.onnx --inputs R/inputs-b1.npz]   (R: runs/bench-moe-minilm)
 """
 
 from __future__ import annotations

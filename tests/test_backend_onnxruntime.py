@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: float32 denormals flushed to zero by default (``flush_denormals``), reported in the run info."""
+"""ONNX Runtime backend: float32 denormals flushed to zero by default (``flush_denormals``), as run info says."""
 
 from __future__ import annotations
 

@@ -138,3 +138,66 @@ def test_moe_slim_reduces_a_moefied_models_top_k_and_distills(tmp_path: Path) ->
     assert check_export(out.module, task, path, cfg_x)["max_abs_error"] < 1e-4
     with pytest.raises(InputError, match="MLPRouter router, not a Linear one"):  # pruning rewrites router rows
         slim(slim.Config.model_validate({"keep_experts": 2})).apply(art, StageContext(task, tmp_path), "fp32")
+
+
+def test_dynamic_skipping_of_secondary_experts_in_every_dispatch(tmp_path: Path) -> None:
+    """``skip_threshold``: a token's secondary expert whose softmax weight among its top-2 router scores is below
+    the threshold does not run (its row adds nothing). Torch matches a direct computation in the three
+    dispatches; the split export keeps every expert plus the null group, and ONNX Runtime and OpenVINO (FP32)
+    match torch on token counts where some tokens skip and some do not; moe-slim sets it and counts it."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    torch.manual_seed(0)
+    mlp = _tiny("bert_classifier").blocks[0].mlp
+    moe = moefy_mlp(mlp, 4, 2).eval()
+    x = torch.randn(3, 16, mlp.fc1.in_features)
+    flat = x.reshape(-1, x.shape[-1])
+    with torch.inference_mode():
+        top = moe.router(flat).topk(2, dim=-1)
+        secondary = torch.softmax(top.values, -1)[:, 1]
+        moe.skip_threshold = float(secondary.median())  # half the tokens skip their secondary expert
+        skip = secondary < moe.skip_threshold
+        assert 0 < int(skip.sum()) < len(skip) and 0 < moe.skip_threshold < 0.5
+        want = torch.stack([  # each token: bias + its best expert + its secondary unless skipped
+            moe.bias + sum(moe.experts[int(top.indices[t, j])](flat[t]) for j in range(2 - int(skip[t])))
+            for t in range(len(flat))
+        ])  # fmt: skip
+        assert torch.equal(moe.routing(flat).sum(-1), 2.0 - skip.float())
+        for dispatch in ("gather", "split", "scatter"):
+            moe.dispatch = dispatch
+            torch.testing.assert_close(moe(x).reshape(-1, x.shape[-1]), want, atol=1e-5, rtol=1e-5)
+        moe.dispatch = "split"
+        path = tmp_path / "skip.onnx"
+        torch.onnx.export(moe, (x[:1, :2],), str(path), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "b", 1: "t"}})  # fmt: skip
+    proto = onnx.load(str(path))
+    assert {f"experts.{e}.fc1.weight" for e in range(4)} <= {i.name for i in proto.graph.initializer}
+    (split,) = [n for n in proto.graph.node if n.op_type == "Split"]
+    assert len(split.output) == 5  # four experts and the null group
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for shape in ((1, 1), (2, 5), (3, 16)):
+        xi = torch.randn(*shape, mlp.fc1.in_features)
+        with torch.inference_mode():
+            ref = moe(xi).numpy()
+        feed = {"x": xi.numpy()}
+        assert np.abs(sess.run(None, feed)[0] - ref).max() < 1e-5
+        assert np.abs(np.asarray(compiled(feed)[0]) - ref).max() < 1e-5
+
+
+def test_moe_slim_sets_skipping_on_moefied_layers_and_counts_it(tmp_path: Path) -> None:
+    task = get_task("seq_majority", n_train=64)
+    model = _tiny("bert_classifier", depth=1)
+    moefy = STAGES.get("moefy")
+    cfg = {"num_experts": 4, "top_k": 2, "eval_samples": 16}
+    art, _ = moefy(moefy.Config.model_validate(cfg)).apply(
+        ModelArtifact("fp32", "torch", module=model), StageContext(task, tmp_path, teacher=model), "fp32"
+    )
+    slim = STAGES.get("moe-slim")
+    out, d = slim(slim.Config.model_validate({"skip_threshold": 0.49})).apply(art, StageContext(task, tmp_path), "fp32")
+    (layer,) = [m for m in out.module.modules() if isinstance(m, MoEfiedMLP)]
+    assert layer.skip_threshold == 0.49 and layer.skipping
+    (rec,) = d["layers"].values()
+    assert rec["before"]["experts_per_token"] == 2.0 and 1.0 <= rec["after"]["experts_per_token"] < 2.0
+    assert rec["after"]["skip_threshold"] == 0.49

@@ -457,7 +457,11 @@ class MoESlimConfig(StageConfig):
     merge_to: int | None = Field(None, ge=1, description="Merge cosine-similar experts until this many remain.")
     top_k: int | None = Field(None, ge=1, description="New number of experts per token (e.g. 2 -> 1).")
     skip_threshold: float = Field(
-        0.0, ge=0, lt=1, description="Skip secondary experts whose routing weight is below this (0: never)."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Skip secondary experts whose routing weight is below this (0: never); on MoEfied layers the "
+        "weight is the softmax of the token's top-k router scores.",
     )
     dispatch: Literal["sparse", "dense", "ort_moe"] | None = Field(
         None,

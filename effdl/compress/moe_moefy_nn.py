@@ -60,6 +60,12 @@ class MoEfiedMLP(nn.Module):
     ``gather``. Same result, a third fewer nodes (no NonZero / Gather per expert). ``dispatch="scatter"``:
     per expert NonZero, Gather, expert, ``index_add`` (the zoo MoE's formulation), kept for comparison. All
     three keep every expert in the exported graph.
+
+    ``skip_threshold`` (0: off; set by ``moe-slim``): dynamic skipping of secondary experts. A token's
+    selected experts get the softmax of their router scores as weights (the zoo MoE's routing weights); a
+    secondary expert whose weight is below the threshold is skipped (the token's best expert always runs).
+    The expert outputs themselves keep weight 1, as without skipping. Skipped assignments go to a null group
+    after the last expert, whose rows contribute zero.
     """
 
     def __init__(
@@ -74,15 +80,33 @@ class MoEfiedMLP(nn.Module):
         if dispatch not in ("gather", "split", "scatter"):
             raise InputError(f"MoEfiedMLP: dispatch {dispatch!r} is not one of gather, split, scatter")
         self.dispatch = dispatch
+        self.skip_threshold = 0.0
 
     def selected(self, x: torch.Tensor) -> torch.Tensor:
-        """Indices ``(..., top_k)`` of the experts each token runs through (highest router scores)."""
+        """Indices ``(..., top_k)`` of the experts with the highest router scores (before any skipping)."""
         return self.router(x).topk(self.top_k, dim=-1).indices
 
+    @property
+    def skipping(self) -> bool:
+        """Whether secondary experts can be skipped (a threshold is set and there is more than one per token)."""
+        return self.skip_threshold > 0 and self.top_k > 1
+
+    def assignments(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., top_k)`` expert of each of a token's ``top_k`` assignments, best first; ``num_experts`` marks
+        a secondary expert skipped by ``skip_threshold``."""
+        top = self.router(x).topk(self.top_k, dim=-1)
+        if not self.skipping:
+            return top.indices
+        weights = torch.softmax(top.values, dim=-1)
+        secondary = torch.arange(self.top_k, device=x.device) > 0  # the best expert always runs
+        return torch.where((weights < self.skip_threshold) & secondary, self.num_experts, top.indices)
+
     def routing(self, x: torch.Tensor) -> torch.Tensor:
-        """0/1 weights ``(..., num_experts)``: the ``top_k`` experts with the highest router scores."""
-        sel = self.selected(x)
-        return torch.zeros(*x.shape[:-1], self.num_experts, dtype=x.dtype).scatter(-1, sel, 1.0)
+        """0/1 weights ``(..., num_experts)``: the experts each token runs through (the ``top_k`` with the
+        highest router scores, less the skipped ones)."""
+        sel = self.assignments(x)
+        ones = torch.zeros(*x.shape[:-1], self.num_experts + 1, dtype=x.dtype).scatter(-1, sel, 1.0)
+        return ones[..., : self.num_experts]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         flat = x.reshape(-1, self.dim)
@@ -93,17 +117,19 @@ class MoEfiedMLP(nn.Module):
                 idx = torch.nonzero(weights[:, e] > 0).squeeze(-1)
                 out = out.index_add(0, idx, expert(flat.index_select(0, idx)))
             return (out + self.bias).reshape_as(x)
-        assign = self.selected(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
+        assign = self.assignments(flat).reshape(-1)  # assignment a = (token a // top_k, its expert)
+        groups = self.num_experts + int(self.skipping)  # the null group of skipped assignments last
         if self.dispatch == "split":
             order = torch.argsort(assign)  # assignments grouped by expert
-            sizes = (assign.unsqueeze(1) == torch.arange(self.num_experts, device=assign.device)).sum(0)
+            sizes = (assign.unsqueeze(1) == torch.arange(groups, device=assign.device)).sum(0)
             # order >= 0, so truncation is floor: one integer Div in ONNX (rounding_mode="floor" exports ~6 ops)
             rows_in = flat.index_select(0, torch.div(order, self.top_k, rounding_mode="trunc"))
             if torch.onnx.is_in_onnx_export():
-                chunks = _SplitRows.apply(rows_in, sizes, self.num_experts)
+                chunks = _SplitRows.apply(rows_in, sizes, groups)
             else:
                 chunks = torch.split(rows_in, sizes.tolist())
-            ys = torch.cat([expert(c) for expert, c in zip(self.experts, chunks, strict=True)])
+            outs = [expert(c) for expert, c in zip(self.experts, chunks[: self.num_experts], strict=True)]
+            ys = torch.cat(outs + ([chunks[-1] * 0.0] if self.skipping else []))  # skipped rows add nothing
             out = ys.index_select(0, torch.argsort(order)).reshape(-1, self.top_k, self.dim).sum(1)
             return (out + self.bias).reshape_as(x)
         # row a of `rep` is token a // top_k: one Expand per layer instead of an integer division per expert
@@ -113,6 +139,10 @@ class MoEfiedMLP(nn.Module):
             idx = torch.nonzero(assign == e).squeeze(-1)
             rows.append(idx)
             outs.append(expert(rep.index_select(0, idx)))
+        if self.skipping:
+            idx = torch.nonzero(assign == self.num_experts).squeeze(-1)
+            rows.append(idx)
+            outs.append(rep.index_select(0, idx) * 0.0)  # skipped assignments add nothing
         inverse = torch.argsort(torch.cat(rows))
         out = torch.cat(outs).index_select(0, inverse).reshape(flat.shape[0], self.top_k, -1).sum(1)
         return (out + self.bias).reshape_as(x)

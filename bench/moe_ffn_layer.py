@@ -12,7 +12,9 @@ Why MoEfied INT8 is not faster than dense INT8 on ONNX Runtime with two threads:
 - ``loop-nbits4`` / ``loop-nbits8``: the loop's experts as ORT ``MatMulNBits`` (``--nbits``);
 - ``moefied-gather`` / ``moefied-split``: the dense FFN MoEfied by effdl (``moefy_mlp``: 8 experts of 192
   neurons, top-2) with an MLP router (384 -> 128 -> 8, random: about even routing), routing included, in
-  the ``gather`` and ``split`` dispatches (expert Gemms rewritten to MatMul before INT8, as the bench does).
+  the ``gather`` and ``split`` dispatches (expert Gemms rewritten to MatMul before INT8, as the bench does);
+- ``moefied-split-routing``: ``moefied-split`` with every expert an identity: what the router, top-k and
+  dispatch cost on their own (its INT8 row quantizes the router only).
 
 Each session times 100 calls per round (median), rounds interleaved, best round shown, at 1 and 2
 intra-op threads. Only the ``moefied-*`` rows include the routing (router, top-k, dispatch).
@@ -23,6 +25,7 @@ intra-op threads. Only the ``moefied-*`` rows include the routing (router, top-k
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -94,6 +97,10 @@ def main() -> int:
         moe = moefy_mlp(dense, E, 2)
         moe.router, moe.dispatch = MLPRouter(D, 128, E), dispatch
         modules[f"moefied-{dispatch}"] = moe
+    routing_only = copy.deepcopy(modules["moefied-split"])  # router, top-k and dispatch; experts pass rows on
+    for expert in routing_only.experts:
+        expert.fc1, expert.act, expert.fc2 = nn.Identity(), nn.Identity(), nn.Identity()
+    modules["moefied-split-routing"] = routing_only
     for name, module in modules.items():
         fp32, int8 = work / f"{name}.onnx", work / f"{name}-int8.onnx"
         args_in, names = ((x,), ["x"]) if name.startswith("moefied") else ((x, idx), ["x", "idx"])

@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument(
         "--headline",
         nargs="+",
-        default=["kmeans-mlp-ft16", "kmeans-mlp-ft16-top1"],
+        default=["kmeans-mlp-ft16", "kmeans-mlp-ft16-top1", "kmeans-mlp-ft16-skip47"],
         help="the MoEfied variants timed (FP32 and INT8)",
     )
     ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")

@@ -72,11 +72,10 @@ def train_or_load(out: Path, task: Any) -> tuple[Any, dict[str, Any]]:
 
 def ort_metric(path: Path, task: Any) -> float:
     import numpy as np
-    import onnxruntime as ort
 
-    from effdl.backends.onnxruntime import session_options
+    from effdl.backends.onnxruntime import cpu_session
 
-    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     held = task.split("heldout")
     outs = [sess.run(None, {"tokens": f["tokens"]})[0] for f, _ in held.batches(200)]
     return float(task.score([np.concatenate(outs)], held.targets))

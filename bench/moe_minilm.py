@@ -59,11 +59,10 @@ END = "<!-- bench/moe.py results -->"
 def ort_outputs(path: Path, inputs: dict[str, Any]) -> Any:
     """Embeddings of ``inputs`` from the ONNX model at ``path`` on ONNX Runtime (CPU), in batches of 64."""
     import numpy as np
-    import onnxruntime as ort
 
-    from effdl.backends.onnxruntime import session_options
+    from effdl.backends.onnxruntime import cpu_session
 
-    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     n = len(next(iter(inputs.values())))
     return np.concatenate([sess.run(None, {k: v[i : i + 64] for k, v in inputs.items()})[0] for i in range(0, n, 64)])
 

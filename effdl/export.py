@@ -124,14 +124,13 @@ def compare_outputs(reference: list[np.ndarray], outputs: list[np.ndarray]) -> d
 
 def check_export(module: Any, task: Task, path: Path, config: ExportConfig | None = None) -> dict[str, Any]:
     """Run the ONNX file on ONNX Runtime and torch on held-out samples; raise if they disagree."""
-    import onnxruntime as ort
 
     cfg = config or ExportConfig()
     held = task.split("heldout").take(cfg.check_samples)
     ref = torch_outputs(module, task, held.inputs)
-    from effdl.backends.onnxruntime import session_options
+    from effdl.backends.onnxruntime import cpu_session
 
-    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     start = time.perf_counter()
     batch = 64 if cfg.dynamic_batch else 1
     outs: list[list[np.ndarray]] = []

@@ -220,11 +220,9 @@ def _run(
             source["macs"] = source_macs(loaded, task)
             ref_backend = "torch"
         else:
-            import onnxruntime as ort
+            from effdl.backends.onnxruntime import cpu_session
 
-            from effdl.backends.onnxruntime import session_options
-
-            sess = ort.InferenceSession(str(loaded.onnx_path), session_options(), providers=["CPUExecutionProvider"])
+            sess = cpu_session(loaded.onnx_path)
             ref_outputs = _run_batches(_OrtAdapter(sess), held.inputs, task.input_names, 1)
             source["parameters"], source["macs"] = None, None
             ref_backend = "onnxruntime"

@@ -25,7 +25,7 @@ def session_options(threads: int | None = None, *, flush_denormals: bool = True)
     once). Why on: a masked attention Softmax (padding positions at -1e4 or the dtype's minimum) produces
     denormals for every masked score, and each costs a microcode assist: ORT's Softmax on a [1, 12, 128, 128]
     input with 108 of 128 keys masked takes ~10x longer (0.78 ms instead of 0.08 ms, one thread, Intel Xeon),
-    which made all-MiniLM-L6-v2 INT8 ~1.6x slower with one thread. Results change only where a value falls
+    which made all-MiniLM-L6-v2 INT8 ~1.5x slower with one thread. Results change only where a value falls
     below float32's normal range. Whether the calling thread flushes: :func:`denormals_flushed`.
     """
     import onnxruntime as ort
@@ -36,6 +36,14 @@ def session_options(threads: int | None = None, *, flush_denormals: bool = True)
         so.intra_op_num_threads = int(threads)
     so.add_session_config_entry("session.set_denormal_as_zero", "1" if flush_denormals else "0")
     return so
+
+
+def cpu_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the CPU provider with :func:`session_options` (a path or model bytes)."""
+    import onnxruntime as ort
+
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def denormals_flushed() -> bool:

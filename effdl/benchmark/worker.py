@@ -113,11 +113,9 @@ def _onnx_fn(spec: dict[str, Any], feed: dict[str, np.ndarray]) -> tuple[Infer, 
     if backend == "onnxruntime" and not spec.get("options"):
         import onnxruntime as ort
 
-        from effdl.backends.onnxruntime import denormals_note, session_options
+        from effdl.backends.onnxruntime import cpu_session, denormals_note
 
-        so = session_options(spec.get("threads"))
-        sess = ort.InferenceSession(spec["path"], so, providers=["CPUExecutionProvider"])
-        run = sess.run
+        run = cpu_session(spec["path"], spec.get("threads")).run
 
         def infer(f: Mapping[str, np.ndarray]) -> Any:
             return run(None, {n: f[n] for n in names})

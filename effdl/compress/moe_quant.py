@@ -43,11 +43,9 @@ class MoEQuantConfig(StageConfig):
 
 
 def _session(proto: Any) -> Any:
-    import onnxruntime as ort
+    from effdl.backends.onnxruntime import cpu_session
 
-    from effdl.backends.onnxruntime import session_options
-
-    return ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    return cpu_session(proto.SerializeToString())
 
 
 def expert_usage(proto: Any, matmuls: list[str], task: Any, samples: int) -> dict[str, int]:

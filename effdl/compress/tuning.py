@@ -120,12 +120,9 @@ def _run_batches(sess: Any, inputs: dict[str, np.ndarray], names: list[str]) -> 
 
 
 def _ort_outputs(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from effdl.backends.onnxruntime import cpu_session
 
-    from effdl.backends.onnxruntime import session_options
-
-    sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-    return _run_batches(sess, inputs, names)
+    return _run_batches(cpu_session(path), inputs, names)
 
 
 def _ov_outputs(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
@@ -187,11 +184,9 @@ def _time_here(spec: dict[str, Any]) -> dict[str, Any]:
         def fn() -> Any:
             return req.infer(feeds)
     else:
-        import onnxruntime as ort
+        from effdl.backends.onnxruntime import cpu_session
 
-        from effdl.backends.onnxruntime import session_options
-
-        sess = ort.InferenceSession(spec["path"], session_options(threads), providers=["CPUExecutionProvider"])
+        sess = cpu_session(spec["path"], threads)
 
         def fn() -> Any:
             return sess.run(None, feeds)

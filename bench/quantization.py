@@ -113,11 +113,9 @@ def run_outputs(path: Path, backend: str, inputs: dict[str, np.ndarray], precisi
         n = len(next(iter(inputs.values())))
         rows = [compiled({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(n)]
         return [np.concatenate([np.asarray(r[o]) for r in rows]) for o in compiled.outputs]
-    import onnxruntime as ort
+    from effdl.backends.onnxruntime import cpu_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     n = len(next(iter(inputs.values())))
     chunks = [sess.run(None, {k: v[i : i + 64] for k, v in inputs.items()}) for i in range(0, n, 64)]
     return [np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0]))]

@@ -47,14 +47,13 @@ def main() -> int:
     args = ap.parse_args()
 
     import onnx
-    import onnxruntime as ort
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     from torch import nn
     from torch.nn.functional import gelu
 
-    from effdl.backends.onnxruntime import session_options
+    from effdl.backends.onnxruntime import cpu_session
     from effdl.compress.moe_moefy_nn import MLPRouter, moefy_mlp
     from effdl.compress.moe_onnx import gemm_experts_to_matmul
 
@@ -119,8 +118,7 @@ def main() -> int:
     for threads in (1, 2):
         sessions = {}
         for name, path in paths.items():
-            so = session_options(threads)
-            sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sessions[name] = cpu_session(path, threads)
         best: dict[str, float] = {}
         for _ in range(args.rounds):
             for name, sess in sessions.items():

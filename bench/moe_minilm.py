@@ -90,7 +90,7 @@ def int8(src: Path, dst: Path, task: Any, work: Path) -> dict[str, Any]:
     return {"expert_gemms_rewritten": len(rewritten), "quantized_ops": details["quantized_ops"]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-moe-minilm"))
     ap.add_argument("--doc", type=Path, default=None, help="also write the Markdown section into this file")
@@ -125,7 +125,7 @@ def main() -> int:
         help="the MoEfied variants timed (FP32 and INT8)",
     )
     ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     timed = ["dense", "dense-int8"]
     for h in args.headline:
         timed += [f"{h}-{args.dispatch}", f"{h}-{args.dispatch}-int8"]

@@ -42,6 +42,11 @@ SLIM: dict[str, dict[str, Any]] = {
     "skip0.3": {"skip_threshold": 0.3},
     "top1": {"top_k": 1},
 }
+#: The active-experts curve: dynamic skipping of the secondary expert at rising thresholds (a top-2 token's
+#: secondary weight is below 0.5, so 0.5 skips nearly all of them), between the base (2 experts per token) and
+#: top-1 (1), no fine-tune; with skip0.3 and top1 above these are the curve's points.
+CURVE = {f"skip{t}": {"skip_threshold": t} for t in (0.4, 0.45, 0.48, 0.5)}
+SLIM.update(CURVE)
 QUANT: dict[str, dict[str, Any]] = {
     "int8-experts": {"frequent": "int8_dynamic", "rare": "int8_dynamic"},
     "int8-freq-int4-rare": {"frequent": "int8_dynamic", "rare": "int4_weight", "rare_below": 0.5},
@@ -206,6 +211,11 @@ def main() -> int:
     }
     (out / "moe.json").write_text(json.dumps(result, indent=2, default=str))
     md = render(result, args.batches)
+    curve = curve_svg(result, args.batches)
+    if curve:
+        (out / CURVE_SVG).write_text(curve)
+        if args.doc:
+            (args.doc.parent / CURVE_SVG).write_text(curve)
     (out / "moe.md").write_text(md)
     if args.doc:
         text = args.doc.read_text() if args.doc.exists() else ""
@@ -221,6 +231,68 @@ def main() -> int:
 
         return moe_minilm.main((["--doc", str(args.doc)] if args.doc else []) + shlex.split(args.minilm_args))
     return 0
+
+
+CURVE_SVG = "moe-curve.svg"
+
+
+def experts_per_token(row: dict[str, Any]) -> float | None:
+    """Mean over the MoE layers of the experts a token runs through (moe-slim's record; the base: before)."""
+    layers = (row.get("details") or {}).get("layers")
+    if not layers:
+        return None
+    return sum(rec["after"]["experts_per_token"] for rec in layers.values()) / len(layers)
+
+
+def curve_points(result: dict[str, Any]) -> list[tuple[str, float, dict[str, Any]]]:
+    """(name, experts per token, row) of the base, the skipping sweep and top-1, fewest experts first."""
+    rows = result["variants"]
+    pts = []
+    for name, row in rows.items():
+        if name == "top1" or name.startswith("skip"):
+            ept = experts_per_token(row)
+            if ept is not None:
+                pts.append((name, ept, row))
+    some = next((r for _, _, r in pts), None)
+    if some is not None:  # the base's count: any slimmed variant's "before" (the same model, the same tokens)
+        layers = some["details"]["layers"].values()
+        pts.append(("base", sum(rec["before"]["experts_per_token"] for rec in layers) / len(layers), rows["base"]))
+    return sorted(pts, key=lambda p: p[1])
+
+
+def curve_svg(result: dict[str, Any], batches: list[int]) -> str | None:
+    """The active-experts curve as SVG: held-out metric and latency (vs the base) against experts per token."""
+    pts = curve_points(result)
+    if len(pts) < 2:
+        return None
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.2), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    xs = [x for _, x, _ in pts]
+    top.plot(xs, [r["metric"] for _, _, r in pts], "o-", color="#1f77b4")
+    below = False
+    for i, (name, x, r) in enumerate(pts):  # neighbours at about the same x get their labels above / below
+        below = i > 0 and abs(x - pts[i - 1][1]) < 0.1 and not below
+        top.annotate(name, (x, r["metric"]), textcoords="offset points", xytext=(-10, -13 if below else 5), fontsize=8)
+    top.margins(x=0.08, y=0.25)
+    top.set_ylabel("held-out top-1 % (ORT)")
+    top.set_title("zoo MoE Transformer: experts per token vs metric vs latency")
+    base = result["variants"]["base"]["latency"]
+    for b, colour in zip(batches, ("#d62728", "#2ca02c", "#9467bd", "#8c564b"), strict=False):
+        ys = [r["latency"][f"b{b}"]["p50"] / base[f"b{b}"]["p50"] for _, _, r in pts]
+        bottom.plot(xs, ys, "o-", color=colour, label=f"batch {b}")
+    bottom.axhline(1.0, color="#888888", linewidth=0.8)
+    bottom.set_ylabel("p50 latency / base (ORT CPU)")
+    bottom.set_xlabel("experts per token (mean over MoE layers, calibration split)")
+    bottom.legend()
+    FigureCanvasAgg(fig)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
 
 
 def render(result: dict[str, Any], batches: list[int]) -> str:
@@ -255,6 +327,28 @@ def render(result: dict[str, Any], batches: list[int]) -> str:
             f"| {name} | {r['metric']:.2f} | {base['metric'] - r['metric']:.2f} | {r['expert_bytes']:,} | "
             f"{base['expert_bytes'] / r['expert_bytes']:.2f}x | " + " | ".join(lat) + " |"
         )
+    pts = curve_points(result)
+    if len(pts) >= 2:
+        lines += [
+            "",
+            "Active experts vs metric vs latency: dynamic skipping of the secondary expert at rising thresholds "
+            "(`skip<t>`, no fine-tune) between the base (top-2) and top-1, the fewest experts first. Experts per "
+            "token and FFN MACs per token (both MoE layers, router included) are counted on the calibration "
+            "split; latency is the table's p50.",
+            "",
+            f"![experts per token vs metric vs latency]({CURVE_SVG})",
+            "",
+            "| variant | experts per token | FFN MACs per token | top-1 % | "
+            + " | ".join(f"p50 ms b{b}" for b in batches)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(batches),
+        ]
+        for name, ept, r in pts:
+            macs = (r.get("details") or {}).get("moe_macs_per_token", {}).get("after")
+            if macs is None:  # the base: any slimmed variant's "before"
+                macs = next(p[2]["details"]["moe_macs_per_token"]["before"] for p in pts if p[0] != "base")
+            lat = " | ".join(f"{r['latency'][f'b{b}']['p50']:.3f}" for b in batches)
+            lines.append(f"| {name} | {ept:.3f} | {macs:,.0f} | {r['metric']:.2f} | {lat} |")
     head = rows.get("prune4-top1-kd", {}).get("details")
     if head:
         lines += ["", "Per-layer record of `prune4-top1-kd` (calibration split):", ""]

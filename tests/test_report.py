@@ -337,6 +337,47 @@ def test_markdown_has_every_variant_row_and_the_method() -> None:
     assert measured["timed queries"] == "300" and measured["threads"] == "2"
 
 
+def test_moe_stages_get_a_table_per_layer_in_markdown_and_html() -> None:
+    report = make_report()
+    hist = [1472, 1640, 1560, 1155, 1610, 1342, 1650, 2772]
+    before = {"experts": 8, "experts_per_token": 2.0, "active_parameters_per_token": 132746.0,
+              "macs_per_token": 131594.0, "tokens_per_expert": hist}  # fmt: skip
+    after = {"experts": 4, "experts_per_token": 1.0, "active_parameters_per_token": 66368.0, "macs_per_token": 65792.0,
+             "tokens_per_expert": [1797, 621, 1574, 2608]}  # fmt: skip
+    slim = {"layers": {"blocks.0.mlp": {"before": before, "experts_kept": [0, 3, 5, 7], "after": after}}}
+    ffn = {"neurons_per_expert": [192] * 8, "tokens_per_expert": [5, 9, 0, 2, 7, 1, 3, 4],
+           "router": {"recall_centroid": 0.64, "recall_mlp": 0.8554}}  # fmt: skip
+    moefy = {"layers": {"encoder.layer.0": ffn}}
+    report["stages"] += [
+        {"name": "moe-slim", "seconds": 3.0, "details": slim},
+        {"name": "moefy", "seconds": 9.0, "details": moefy},
+    ]
+    validate_report(report)
+    md = render_markdown(report)
+    assert "### moe-slim: per MoE layer" in md and "### moefy: per MoEfied FFN" in md
+    row = _table_row(md, "blocks.0.mlp")
+    assert row == [
+        "blocks.0.mlp",
+        "4 of 8",
+        "1472 1640 1560 1155 1610 1342 1650 2772",
+        "1797 621 1574 2608",
+        "2.00 → 1.00",
+        "133k → 66.4k",
+        "132k → 65.8k",
+    ]
+    assert _table_row(md, "encoder.layer.0") == [
+        "encoder.layer.0",
+        "8",
+        " ".join(["192"] * 8),
+        "5 9 0 2 7 1 3 4",
+        "0.855",
+    ]
+    html = render_html(report)
+    assert "<h3>moe-slim: per MoE layer</h3>" in html and "1797 621 1574 2608" in html and "0.855" in html
+    # stages without per-layer MoE records (the synthetic report's quantize, export...) add no table
+    assert "per MoE layer" not in render_markdown(make_report())
+
+
 def test_markdown_escapes_and_handles_a_bare_bench_report() -> None:
     report = make_report(title="a | b <script>")
     report["kind"] = "bench"

@@ -14,6 +14,7 @@ from effdl.report.view import (
     make_runs,
     measurement_notes,
     measurement_table,
+    moe_layer_tables,
     refused,
     stages_table,
     variants_table,
@@ -137,6 +138,8 @@ def render_html(report: dict[str, Any]) -> str:
     body.append('<h2 id="plots">Plots</h2>' + _plots(plots, missing))
     if report["stages"]:
         body.append('<h2 id="stages">Stages</h2>' + html_table(stages_table(report), wrap_last=True))
+        for title, table in moe_layer_tables(report):
+            body.append(f"<h3>{_e(title)}</h3>" + html_table(table))
     body.append(_measurement(run, '<h2 id="method">How these numbers were measured</h2>'))
     body.append(f"<footer>Rendered by effdl from report schema {_e(report['schema'])}.</footer>")
     return _page(report["title"], body)

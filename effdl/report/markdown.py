@@ -12,6 +12,7 @@ from effdl.report.view import (
     make_runs,
     measurement_notes,
     measurement_table,
+    moe_layer_tables,
     refused,
     stages_table,
     variants_table,
@@ -75,6 +76,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["### Refused variants", ""] + [f"- {md_text(x)}" for x in lines] + [""]
     if report["stages"]:
         out += ["## Stages", "", md_table(stages_table(report))]
+        for title, table in moe_layer_tables(report):
+            out += [f"### {md_text(title)}", "", md_table(table)]
     out += _measurement(run, "## How these numbers were measured")
     out.append(f"_Rendered by effdl from report schema {md_text(report['schema'])}._")
     return "\n".join(out).rstrip() + "\n"

@@ -328,6 +328,60 @@ def stages_table(report: dict[str, Any]) -> Table:
     return Table(["stage", "seconds", "details"], rows, [False, True, False])
 
 
+def _arrow(before: Any, after: Any, fmt: Any = sig) -> str:
+    """``before → after``, or one value where they are equal."""
+    return fmt(after) if before == after else f"{fmt(before)} → {fmt(after)}"
+
+
+def moe_layer_tables(report: dict[str, Any]) -> list[tuple[str, Table]]:
+    """Per MoE layer records of the stages that keep them (``moe-slim``: experts kept, tokens per expert before
+    and after (the calibration split's routing histogram), experts / active parameters / MACs per token before
+    and after; ``moefy``: experts, neurons per expert,
+    tokens per expert on the calibration split, router recall), one titled table per such stage."""
+    out: list[tuple[str, Table]] = []
+    for stage in report.get("stages") or []:
+        layers = (stage.get("details") or {}).get("layers")
+        if not isinstance(layers, dict) or not layers:
+            continue
+        recs = list(layers.values())
+        if all(isinstance(r, dict) and "before" in r and "after" in r for r in recs):
+            rows = []
+            for name, r in layers.items():
+                b, a = r["before"], r["after"]
+                rows.append(
+                    [
+                        str(name),
+                        f"{len(r.get('experts_kept', []))} of {b.get('experts', '-')}",
+                        " ".join(str(t) for t in b.get("tokens_per_expert", [])),
+                        " ".join(str(t) for t in a.get("tokens_per_expert", [])),
+                        _arrow(b.get("experts_per_token"), a.get("experts_per_token")),
+                        _arrow(b.get("active_parameters_per_token"), a.get("active_parameters_per_token"), fmt_count),
+                        _arrow(b.get("macs_per_token"), a.get("macs_per_token"), fmt_count),
+                    ]
+                )
+            headers = ["layer", "experts kept", "tokens per expert (before)", "tokens per expert (after)"]
+            headers += ["experts / token", "active params / token", "MACs / token"]
+            numeric = [False, False, False, False, True, True, True]
+            out.append((f"{stage['name']}: per MoE layer", Table(headers, rows, numeric)))
+        elif all(isinstance(r, dict) and "neurons_per_expert" in r for r in recs):
+            rows = []
+            for name, r in layers.items():
+                router = r.get("router") or {}
+                recall = router.get("recall_mlp", router.get("recall_centroid"))
+                rows.append(
+                    [
+                        str(name),
+                        str(len(r["neurons_per_expert"])),
+                        " ".join(str(n) for n in r["neurons_per_expert"]),
+                        " ".join(str(t) for t in r.get("tokens_per_expert", [])),
+                        fmt_fixed(recall, 3),
+                    ]
+                )
+            headers = ["layer", "experts", "neurons per expert", "tokens per expert (calibration)", "router recall"]
+            out.append((f"{stage['name']}: per MoEfied FFN", Table(headers, rows, [False, True, False, False, True])))
+    return out
+
+
 def measurement_table(run: Run) -> Table:
     """Per benchmarked variant: the sample counts and spread behind its percentiles (and peak memory)."""
     benched = [e for e in run.entries if e.bench]

@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--build-only", action="store_true", help="build and cache the variants, measure nothing")
     ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: render --out's last moe_minilm.json again (the section and the curve)",
+    )
+    ap.add_argument(
         "--headline",
         nargs="+",
         default=["kmeans-mlp-ft16", "kmeans-mlp-ft16-top1", "kmeans-mlp-ft16-skip47"],
@@ -126,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--train-sentences", type=int, default=12000, help="train split size (task option train_sentences)")
     args = ap.parse_args(argv)
+    if args.render_only:
+        write(json.loads((args.out / "moe_minilm.json").read_text()), args.out, args.doc)
+        return 0
     timed = ["dense", "dense-int8"]
     for h in args.headline:
         timed += [f"{h}-{args.dispatch}", f"{h}-{args.dispatch}-int8"]
@@ -305,15 +313,82 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
     }
     (out / "moe_minilm.json").write_text(json.dumps(result, indent=1, default=str))
+    write(result, out, args.doc)
+    return 0
+
+
+def write(result: dict[str, Any], out: Path, doc: Path | None) -> None:
+    """The Markdown section and the curve into ``out``, and into ``doc`` (the section between the markers)."""
     md = render(result)
     (out / "moe_minilm.md").write_text(md)
-    if args.doc:
-        text = args.doc.read_text()
+    curve = curve_svg(result)
+    if curve:
+        (out / CURVE_SVG).write_text(curve)
+        if doc:
+            (doc.parent / CURVE_SVG).write_text(curve)
+    if doc:
+        text = doc.read_text()
         head, _, rest = text.partition(MARKER) if MARKER in text else text.partition(END)
         tail = END + rest.partition(END)[2] if MARKER in text else END + rest
-        args.doc.write_text(head.rstrip() + f"\n\n{MARKER}\n\n" + md + "\n" + tail)
+        doc.write_text(head.rstrip() + f"\n\n{MARKER}\n\n" + md + "\n" + tail)
     print(md)
-    return 0
+
+
+CURVE_SVG = "moe-minilm-curve.svg"
+
+
+def curve_points(rows: dict[str, Any]) -> list[tuple[str, float]]:
+    """(timed FP32 variant, experts per token) of the MoEfied variants with latencies, fewest experts first:
+    top-2 is 2; a moe-slim variant's count is its per-layer record's mean (calibration split)."""
+    pts = []
+    for name, row in rows.items():
+        if name.startswith("dense") or name.endswith("-int8") or "latency" not in row or not name.endswith("-split"):
+            continue
+        base = rows.get(name.removesuffix("-split"), {}).get("details") or {}
+        layers = base.get("layers") or {}
+        recs = [r["after"]["experts_per_token"] for r in layers.values() if isinstance(r, dict) and "after" in r]
+        pts.append((name, sum(recs) / len(recs) if recs else float(base.get("config", {}).get("top_k", 2))))
+    return sorted(pts, key=lambda p: p[1])
+
+
+def curve_svg(result: dict[str, Any]) -> str | None:
+    """Experts per token vs held-out cosine vs speed-up over dense (FP32 and INT8, each thread setting)."""
+    rows = result["rows"]
+    pts = curve_points(rows)
+    if len(pts) < 2:
+        return None
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.6), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    xs = [x for _, x in pts]
+    for suffix, label, colour in (("", "FP32", "#1f77b4"), ("-int8", "INT8", "#ff7f0e")):
+        top.plot(xs, [rows[n + suffix]["cosine"] for n, _ in pts], "o-", color=colour, label=label)
+    for n, x in pts:
+        top.annotate(n.removeprefix("kmeans-mlp-").removesuffix("-split"), (x, rows[n]["cosine"]),
+                     textcoords="offset points", xytext=(-12, 6), fontsize=8)  # fmt: skip
+    top.axhline(0.95, color="#888888", linewidth=0.8, linestyle="--")
+    top.set_ylabel("held-out cosine vs dense FP32")
+    top.set_title("all-MiniLM-L6-v2 MoEfied: experts per token vs quality vs speed")
+    top.legend()
+    top.margins(x=0.08, y=0.2)
+    styles = {"1": ("1 thread", "-"), "0": ("default threads", "--")}
+    for suffix, label, colour in (("", "FP32", "#1f77b4"), ("-int8", "INT8", "#ff7f0e")):
+        dense = rows["dense" + suffix].get("latency", {})
+        for t, (tl, ls) in styles.items():
+            ys = [dense.get(t, {}).get("p50", float("nan")) / rows[n + suffix]["latency"][t]["p50"] for n, _ in pts]
+            bottom.plot(xs, ys, "o" + ls, color=colour, label=f"{label}, {tl}")
+    bottom.axhline(1.0, color="#888888", linewidth=0.8)
+    bottom.set_ylabel("speed-up over dense (same precision)")
+    bottom.set_xlabel("experts per token (of 8; mean over the 6 FFNs)")
+    bottom.legend(fontsize=8)
+    FigureCanvasAgg(fig)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
 
 
 def render(result: dict[str, Any]) -> str:
@@ -346,6 +421,8 @@ def render(result: dict[str, Any]) -> str:
             "over the copies, the highest of the rounds shown with its per-query p50 (median over the copies); "
             "speed-up over the dense model's throughput at the same precision."
         )
+    if len(curve_points(rows)) >= 2:
+        lines += [f"![experts per token vs held-out cosine vs speed-up]({CURVE_SVG})", ""]
     settings = sorted({t for r in rows.values() for t in r.get("latency", {})}, key=int)
     heads = "".join(
         f" p50 ms ({'1 thread' if t == '1' else 'default threads' if t == '0' else t + ' threads'}) | speed-up |"

@@ -236,12 +236,13 @@ def main() -> int:
 CURVE_SVG = "moe-curve.svg"
 
 
-def experts_per_token(row: dict[str, Any]) -> float | None:
-    """Mean over the MoE layers of the experts a token runs through (moe-slim's record; the base: before)."""
+def experts_per_token(row: dict[str, Any], when: str = "after") -> float | None:
+    """Mean over the MoE layers of the experts a token runs through, from a moe-slim variant's per-layer record
+    (``when="before"``: the unslimmed model's, counted on the same calibration tokens)."""
     layers = (row.get("details") or {}).get("layers")
     if not layers:
         return None
-    return sum(rec["after"]["experts_per_token"] for rec in layers.values()) / len(layers)
+    return sum(rec[when]["experts_per_token"] for rec in layers.values()) / len(layers)
 
 
 def curve_points(result: dict[str, Any]) -> list[tuple[str, float, dict[str, Any]]]:
@@ -253,10 +254,8 @@ def curve_points(result: dict[str, Any]) -> list[tuple[str, float, dict[str, Any
             ept = experts_per_token(row)
             if ept is not None:
                 pts.append((name, ept, row))
-    some = next((r for _, _, r in pts), None)
-    if some is not None:  # the base's count: any slimmed variant's "before" (the same model, the same tokens)
-        layers = some["details"]["layers"].values()
-        pts.append(("base", sum(rec["before"]["experts_per_token"] for rec in layers) / len(layers), rows["base"]))
+    if pts:  # the base's count: any slimmed variant's "before" (the same model, the same tokens)
+        pts.append(("base", experts_per_token(pts[0][2], "before") or 0.0, rows["base"]))
     return sorted(pts, key=lambda p: p[1])
 
 

@@ -334,10 +334,9 @@ def _arrow(before: Any, after: Any, fmt: Any = sig) -> str:
 
 
 def moe_layer_tables(report: dict[str, Any]) -> list[tuple[str, Table]]:
-    """Per MoE layer records of the stages that keep them (``moe-slim``: experts kept, tokens per expert before
-    and after (the calibration split's routing histogram), experts / active parameters / MACs per token before
-    and after; ``moefy``: experts, neurons per expert,
-    tokens per expert on the calibration split, router recall), one titled table per such stage."""
+    """One titled table per stage that records MoE layers: ``moe-slim`` (experts kept, tokens per expert before
+    and after: the calibration split's routing histogram, and experts / active parameters / MACs per token
+    before -> after) and ``moefy`` (experts, neurons per expert, tokens per expert, router recall)."""
     out: list[tuple[str, Table]] = []
     for stage in report.get("stages") or []:
         layers = (stage.get("details") or {}).get("layers")

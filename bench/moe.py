@@ -264,10 +264,9 @@ def curve_svg(result: dict[str, Any], batches: list[int]) -> str | None:
     pts = curve_points(result)
     if len(pts) < 2:
         return None
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from effdl.report.plots import svg_document
 
     fig = Figure(figsize=(6.4, 5.2), dpi=100, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -288,10 +287,7 @@ def curve_svg(result: dict[str, Any], batches: list[int]) -> str | None:
     bottom.set_ylabel("p50 latency / base (ORT CPU)")
     bottom.set_xlabel("experts per token (mean over MoE layers, calibration split)")
     bottom.legend()
-    FigureCanvasAgg(fig)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    return buf.getvalue()
+    return svg_document(fig, "moe-curve")
 
 
 def render(result: dict[str, Any], batches: list[int]) -> str:

@@ -342,7 +342,7 @@ def curve_points(rows: dict[str, Any]) -> list[tuple[str, float]]:
     top-2 is 2; a moe-slim variant's count is its per-layer record's mean (calibration split)."""
     pts = []
     for name, row in rows.items():
-        if name.startswith("dense") or name.endswith("-int8") or "latency" not in row or not name.endswith("-split"):
+        if not name.endswith("-split") or "latency" not in row:  # the timed FP32 MoE variants
             continue
         base = rows.get(name.removesuffix("-split"), {}).get("details") or {}
         layers = base.get("layers") or {}
@@ -357,10 +357,9 @@ def curve_svg(result: dict[str, Any]) -> str | None:
     pts = curve_points(rows)
     if len(pts) < 2:
         return None
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from effdl.report.plots import svg_document
 
     fig = Figure(figsize=(6.4, 5.6), dpi=100, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -385,10 +384,7 @@ def curve_svg(result: dict[str, Any]) -> str | None:
     bottom.set_ylabel("speed-up over dense (same precision)")
     bottom.set_xlabel("experts per token (of 8; mean over the 6 FFNs)")
     bottom.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    return buf.getvalue()
+    return svg_document(fig, "moe-minilm-curve")
 
 
 def render(result: dict[str, Any]) -> str:

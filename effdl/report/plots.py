@@ -35,17 +35,23 @@ class Plot:
     caption: str
 
 
+def svg_document(fig: Figure, key: str) -> str:
+    """The figure as a standalone SVG file's text, with deterministic element ids (``svg.hashsalt`` from
+    ``key``) and no date, so that the same figure gives the same bytes."""
+    FigureCanvasAgg(fig)
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": f"effdl-{key}", "svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
+
+
 def _to_svg(fig: Figure, key: str) -> str:
     """The figure as an ``<svg>`` element fit to inline in HTML (no XML prolog, DOCTYPE or metadata).
 
     ``svg.hashsalt`` is set per plot so that element ids are deterministic and differ between the
     plots of one page (matplotlib's ids would otherwise be random, or collide between plots).
     """
-    FigureCanvasAgg(fig)
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": f"effdl-{key}", "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    text = buf.getvalue()
+    text = svg_document(fig, key)
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
     # Inline SVG in HTML needs no namespace declarations (the HTML parser puts <svg> and xlink:href in
